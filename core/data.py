@@ -1,0 +1,178 @@
+"""Datasets: find the classes and images, split them, and report every file left out.
+
+Two layouts are understood (as in torchvision's ImageFolder and the PyTorch tutorial):
+
+* ``root/train/<class>/*`` and ``root/val/<class>/*``: the split is given;
+* ``root/<class>/*``: one pool, split per class with a seeded shuffle (stratified).
+
+A ``.zip`` of either layout is extracted safely first (see ``archive.py``).
+"""
+from __future__ import annotations
+
+import os
+import random
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import archive, paths
+from .errors import DatasetError
+from .images import IMAGE_SUFFIXES, ImageReadError, is_ignored, load_rgb
+
+VAL_DIR_NAMES = ("val", "valid", "validation")
+
+# (path, size, mtime) -> reason or None. Scanning the same folder twice (every rerun of a
+# dashboard page) then costs a stat per file, not a decode.
+_CHECKED: dict[tuple[str, int, int], str | None] = {}
+
+
+@dataclass
+class Dataset:
+    root: Path
+    classes: list[str]
+    train: list[tuple[str, int]]
+    val: list[tuple[str, int]]
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
+    layout: str = "split"  # "split" (train/ + val/) or "folders" (split by seed)
+    val_split: float | None = None
+    seed: int | None = None
+
+    def counts(self) -> dict[str, dict[str, int]]:
+        """Images per class per split: {"train": {"ants": 124, ...}, "val": {...}}."""
+        out = {}
+        for split, samples in (("train", self.train), ("val", self.val)):
+            c = Counter(label for _, label in samples)
+            out[split] = {name: c.get(i, 0) for i, name in enumerate(self.classes)}
+        return out
+
+    def describe(self) -> dict:
+        return {"root": str(self.root), "layout": self.layout, "classes": self.classes,
+                "num_train": len(self.train), "num_val": len(self.val), "counts": self.counts(),
+                "val_split": self.val_split, "seed": self.seed,
+                "skipped": [{"path": p, "reason": r} for p, r in self.skipped]}
+
+
+def check_image(path: str) -> str | None:
+    """None if ``path`` decodes as an image, else the reason it is skipped."""
+    try:
+        st = os.stat(path)
+    except OSError as e:
+        return f"unreadable: {e.strerror}"
+    key = (path, st.st_size, st.st_mtime_ns)
+    if key not in _CHECKED:
+        try:
+            load_rgb(path, draft_size=32)  # full decode, at a small DCT scale for JPEG
+            _CHECKED[key] = None
+        except ImageReadError as e:
+            _CHECKED[key] = str(e)
+    return _CHECKED[key]
+
+
+def _class_dirs(folder: Path) -> list[Path]:
+    return sorted((p for p in folder.iterdir() if p.is_dir() and not is_ignored(p)), key=lambda p: p.name)
+
+
+def _files_of(class_dir: Path, skipped: list) -> list[str]:
+    files = []
+    for dirpath, dirnames, filenames in os.walk(class_dir):
+        dirnames[:] = sorted(d for d in dirnames if not is_ignored(Path(d)))
+        for name in sorted(filenames):
+            p = Path(dirpath) / name
+            if is_ignored(p):
+                continue
+            if p.suffix.lower() not in IMAGE_SUFFIXES:
+                skipped.append((str(p), f"not an image file (suffix {p.suffix or 'none'})"))
+                continue
+            files.append(str(p))
+    return files
+
+
+def _usable(files: list[str], skipped: list) -> list[str]:
+    with ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 2)) as pool:
+        reasons = list(pool.map(check_image, files))
+    for f, r in zip(files, reasons):
+        if r is not None:
+            skipped.append((f, r))
+    return [f for f, r in zip(files, reasons) if r is None]
+
+
+def _collect(folder: Path, classes: list[str], skipped: list) -> dict[str, list[str]]:
+    return {c: _usable(_files_of(folder / c, skipped), skipped) if (folder / c).is_dir() else [] for c in classes}
+
+
+def stratified_split(per_class: dict[str, list[str]], classes: list[str], val_split: float, seed: int):
+    """Per class: shuffle with ``seed`` and send round(n * val_split) files (at least one
+    when the class has two or more) to validation."""
+    rng = random.Random(seed)
+    train, val = [], []
+    for label, c in enumerate(classes):
+        files = sorted(per_class[c])
+        rng.shuffle(files)
+        n_val = round(len(files) * val_split)
+        if len(files) >= 2:
+            n_val = min(max(n_val, 1), len(files) - 1)
+        val += [(f, label) for f in files[:n_val]]
+        train += [(f, label) for f in files[n_val:]]
+    return train, val
+
+
+def resolve_source(source: str | os.PathLike, max_zip_bytes: int = archive.DEFAULT_MAX_BYTES, progress=None) -> Path:
+    """A folder is used as is; a .zip is extracted (once per archive content) under the
+    data folder and the folder inside it returned."""
+    source = Path(source).expanduser()
+    if not source.exists():
+        raise DatasetError(f"dataset not found: {source}")
+    if source.is_file():
+        if source.suffix.lower() != ".zip":
+            raise DatasetError(f"{source} is a file but not a .zip: give a folder of class folders or a .zip of one")
+        target = paths.DEFAULT_DATA_DIR / f"{source.stem}-{archive.archive_digest(source)}"
+        if target.is_dir():
+            return archive.unwrap_single_folder(target)
+        return archive.extract_zip(source, target, max_bytes=max_zip_bytes, progress=progress)
+    return source
+
+
+def scan_dataset(source: str | os.PathLike, val_split: float = 0.2, seed: int = 0,
+                 max_zip_bytes: int = archive.DEFAULT_MAX_BYTES, progress=None) -> Dataset:
+    """Find classes and usable images under ``source`` (folder or .zip)."""
+    if not 0.0 < val_split < 1.0:
+        raise DatasetError(f"val split must be between 0 and 1, got {val_split}")
+    root = resolve_source(source, max_zip_bytes, progress)
+    if not root.is_dir():
+        raise DatasetError(f"not a folder: {root}")
+    skipped: list[tuple[str, str]] = []
+    top = {p.name.lower(): p for p in _class_dirs(root)}
+    val_dir = next((top[n] for n in VAL_DIR_NAMES if n in top), None)
+    if "train" in top and val_dir is not None:
+        train_dir = top["train"]
+        classes = sorted({p.name for p in _class_dirs(train_dir)} | {p.name for p in _class_dirs(val_dir)})
+        _require_classes(classes, train_dir)
+        per_train = _collect(train_dir, classes, skipped)
+        per_val = _collect(val_dir, classes, skipped)
+        _require_images(per_train, train_dir)
+        train = [(f, i) for i, c in enumerate(classes) for f in per_train[c]]
+        val = [(f, i) for i, c in enumerate(classes) for f in per_val[c]]
+        if not val:
+            raise DatasetError(f"no usable validation image in {val_dir}")
+        return Dataset(root, classes, train, val, skipped, "split")
+    classes = [p.name for p in _class_dirs(root)]
+    _require_classes(classes, root)
+    per_class = _collect(root, classes, skipped)
+    _require_images(per_class, root)
+    train, val = stratified_split(per_class, classes, val_split, seed)
+    return Dataset(root, classes, train, val, skipped, "folders", val_split, seed)
+
+
+def _require_classes(classes: list[str], folder: Path) -> None:
+    if len(classes) < 2:
+        found = f"only {classes[0]!r}" if classes else "none"
+        raise DatasetError(f"{folder} needs at least 2 class folders (found {found}); "
+                           "expected <folder>/<class>/<images> or <folder>/train|val/<class>/<images>")
+
+
+def _require_images(per_class: dict[str, list[str]], folder: Path) -> None:
+    empty = [c for c, files in per_class.items() if not files]
+    if empty:
+        raise DatasetError(f"class folder {folder / empty[0]} has no usable image"
+                           + (f" (nor {len(empty) - 1} more)" if len(empty) > 1 else ""))

@@ -1,0 +1,44 @@
+"""Where things live: the shared demo data, the torch hub cache, the runs folder.
+
+The project runs offline beside a ``shared/`` folder (``../shared`` from the checkout)
+holding the ants/bees photos and a torch hub cache.  Nothing here downloads.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_RUNS_DIR = Path(os.environ.get("TRANSFERLAB_RUNS", REPO_ROOT / "runs"))
+DEFAULT_DATA_DIR = Path(os.environ.get("TRANSFERLAB_DATA", REPO_ROOT / "data"))
+
+
+def shared_dir() -> Path | None:
+    """The shared folder: $TRANSFERLAB_SHARED, else ``../shared`` beside the checkout."""
+    candidates = [os.environ.get("TRANSFERLAB_SHARED"), REPO_ROOT.parent / "shared", REPO_ROOT / "shared"]
+    for c in candidates:
+        if c and Path(c).is_dir():
+            return Path(c)
+    return None
+
+
+def demo_dataset() -> Path | None:
+    """The ants/bees photos of the PyTorch tutorial, if present locally."""
+    shared = shared_dir()
+    candidates = [shared / "datasets" / "hymenoptera_data"] if shared else []
+    candidates.append(DEFAULT_DATA_DIR / "hymenoptera_data")  # where a download lands
+    for p in candidates:
+        if (p / "train").is_dir() and (p / "val").is_dir():
+            return p
+    return None
+
+
+def hub_checkpoint_dirs() -> list[Path]:
+    """Folders searched for torchvision weight files, the writable torch cache first."""
+    import torch.hub
+
+    dirs = [Path(torch.hub.get_dir()) / "checkpoints"]
+    shared = shared_dir()
+    if shared is not None:
+        dirs.append(shared / "torch_home" / "hub" / "checkpoints")
+    return dirs

@@ -1,0 +1,60 @@
+"""Which device to run on, and how it is called in the UI."""
+from __future__ import annotations
+
+import contextlib
+
+import torch
+
+from .fastdata import workers
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    """auto: CUDA, else MPS, else CPU.  An explicit device that is absent is an error."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device cuda asked for, but no CUDA GPU is available here")
+    if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise ValueError("device mps asked for, but Apple's MPS is not available here")
+    return torch.device(name)
+
+
+def device_label(device: torch.device | str = "auto") -> str:
+    device = pick_device(device) if isinstance(device, str) else device
+    if device.type == "cuda":
+        return f"GPU: {torch.cuda.get_device_name(device)}"
+    if device.type == "mps":
+        return "GPU: Apple MPS"
+    return f"CPU ({torch.get_num_threads()} threads)"
+
+
+def inference_batch_size(device: torch.device) -> int:
+    """Batch size for eval-mode passes, where it changes speed only.  Measured on a
+    2-core CPU with MobileNetV2 (channels_last): 130 img/s at 4, 58 img/s at 64 --
+    small batches keep activations in cache.  GPUs want large batches."""
+    return 4 if device.type == "cpu" else 128
+
+
+def configure_threads() -> None:
+    """One intra-op thread per core we may use; more only thrashes a small machine."""
+    torch.set_num_threads(max(1, workers()))
+
+
+def amp_context(device: torch.device, amp: str = "auto"):
+    """A factory of autocast contexts.  auto: bf16 (fp16 if unsupported) on CUDA, off on
+    CPU, where fp32 stays the reference; "on" uses bf16 on CPU too."""
+    enabled = amp == "on" or (amp == "auto" and device.type == "cuda")
+    if not enabled or device.type == "mps":
+        return contextlib.nullcontext
+    dtype = torch.bfloat16
+    if device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        dtype = torch.float16
+    return lambda: torch.autocast(device.type, dtype=dtype)
+
+
+def needs_grad_scaler(device: torch.device, amp: str) -> bool:
+    return device.type == "cuda" and amp in ("auto", "on") and not torch.cuda.is_bf16_supported()

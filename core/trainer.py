@@ -1,0 +1,276 @@
+"""The training loop: train and val phases per epoch, events for listeners, a stop signal.
+
+Listeners (the CLI's printer, the dashboard, the run writer) implement any of
+``on_run_start(info)``, ``on_batch_end(info)``, ``on_epoch_end(record)``,
+``on_run_end(result)``.  ``request_stop()`` ends the run between batches; what was
+learned so far, and the best weights, are kept.
+
+Two ways through an epoch, chosen automatically and with the same meaning:
+* plain: full forward/backward over batches from ``fastdata.BatchSource``;
+* frozen fast path (``features.py``): the frozen body runs once, the head trains on its
+  cached output.  Used when only the head trains and the equivalence check passes.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+
+import torch
+from torch import nn
+
+from . import features
+from .device import amp_context, inference_batch_size, needs_grad_scaler
+from .fastdata import DEFAULT_CACHE_MB, BatchSource
+from .surgery import train_mode, trainable_parameters
+from .transforms import TransformSpec
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 10
+    batch_size: int = 32
+    lr: float = 0.001
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    optimizer: str = "sgd"          # sgd | adam | adamw
+    scheduler: str = "step"         # step | cosine | none
+    step_size: int = 7
+    gamma: float = 0.1
+    label_smoothing: float = 0.0
+    seed: int = 0
+    amp: str = "auto"               # auto (CUDA only) | on | off
+    fast: bool = True               # allow the fast paths
+    feature_views: int = 1          # augmented views cached per image on the frozen fast path (1: fastest, same accuracy here)
+    cache_mb: int = DEFAULT_CACHE_MB
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class TrainResult:
+    history: list[dict] = field(default_factory=list)
+    best_val_acc: float = 0.0
+    best_epoch: int = 0
+    best_state: dict | None = None
+    stopped: bool = False
+    seconds: float = 0.0
+    prep_seconds: float = 0.0
+    path: str = "plain"             # plain | frozen-features
+    path_note: str = ""
+
+
+def make_optimizer(params, cfg: TrainConfig) -> torch.optim.Optimizer:
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    raise ValueError(f"unknown optimizer {cfg.optimizer!r}: use sgd, adam or adamw")
+
+
+def make_scheduler(opt, cfg: TrainConfig):
+    if cfg.scheduler == "step":
+        return torch.optim.lr_scheduler.StepLR(opt, step_size=cfg.step_size, gamma=cfg.gamma)
+    if cfg.scheduler == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, cfg.epochs))
+    if cfg.scheduler == "none":
+        return None
+    raise ValueError(f"unknown scheduler {cfg.scheduler!r}: use step, cosine or none")
+
+
+def compute_loss(out, y, criterion) -> tuple[torch.Tensor, torch.Tensor]:
+    """Loss and main logits; GoogLeNet/Inception return auxiliary logits while training."""
+    if isinstance(out, tuple):
+        main, aux = out[0], [a for a in out[1:] if a is not None]
+        return criterion(main, y) + 0.4 * sum(criterion(a, y) for a in aux), main
+    return criterion(out, y), out
+
+
+class Trainer:
+    def __init__(self, model: nn.Module, arch: str, train_samples, val_samples, spec: TransformSpec,
+                 cfg: TrainConfig, device: torch.device, listeners=()):
+        self.model, self.arch, self.spec, self.cfg, self.device = model, arch, spec, cfg, device
+        self.train_samples, self.val_samples = train_samples, val_samples
+        self.listeners = list(listeners)
+        self._stop = threading.Event()
+        self.autocast = amp_context(device, cfg.amp)
+        self.scaler = torch.amp.GradScaler("cuda") if needs_grad_scaler(device, cfg.amp) else None
+
+    # ---- events ----------------------------------------------------------------------
+    def emit(self, event: str, payload) -> None:
+        for listener in self.listeners:
+            fn = getattr(listener, event, None)
+            if fn:
+                fn(payload)
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    # ---- the loop --------------------------------------------------------------------
+    def fit(self) -> TrainResult:
+        cfg, t0 = self.cfg, time.perf_counter()
+        torch.manual_seed(cfg.seed)
+        self.model.to(self.device, memory_format=torch.channels_last)
+        train_mode(self.model)
+        blocker = features.fast_path_blocker(self.model, self.arch) if cfg.fast else "fast paths off"
+        pin = self.device.type == "cuda"
+        cache_mb = cfg.cache_mb if cfg.fast else 0
+        self.infer_bs = inference_batch_size(self.device)
+        self.val_source = BatchSource(self.val_samples, self.spec, False, self.infer_bs, cache_mb, pin)
+        result = TrainResult()
+        step = None
+        if blocker is None:
+            step = self._prepare_frozen(result)
+        if step is None:
+            result.path_note = result.path_note or blocker or ""
+            self.train_source = BatchSource(self.train_samples, self.spec, True, cfg.batch_size, cache_mb, pin)
+            step = self._plain_epoch
+        result.prep_seconds = time.perf_counter() - t0
+        opt = make_optimizer(trainable_parameters(self.model), cfg)
+        sched = make_scheduler(opt, cfg)
+        criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+        self.emit("on_run_start", {"epochs": cfg.epochs, "path": result.path, "path_note": result.path_note,
+                                   "num_train": len(self.train_samples), "num_val": len(self.val_samples),
+                                   "batches_per_epoch": self._batches_per_epoch(), "prep_seconds": result.prep_seconds})
+        for epoch in range(1, cfg.epochs + 1):
+            te = time.perf_counter()
+            torch.manual_seed(cfg.seed * 100_003 + epoch)  # augmentations, shuffles, dropout
+            lr = opt.param_groups[0]["lr"]
+            train_loss, train_acc, seen = step(epoch, opt, criterion)
+            if seen == 0:  # stopped before the first batch of this epoch
+                break
+            val_loss, val_acc = self._validate(criterion)
+            if sched:
+                sched.step()
+            secs = time.perf_counter() - te
+            record = {"epoch": epoch, "train_loss": train_loss, "train_acc": train_acc, "val_loss": val_loss,
+                      "val_acc": val_acc, "lr": lr, "seconds": secs, "images_per_s": seen / secs,
+                      "partial": seen < len(self.train_samples)}
+            result.history.append(record)
+            if val_acc > result.best_val_acc or result.best_state is None:
+                result.best_val_acc, result.best_epoch = val_acc, epoch
+                result.best_state = {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()}
+            self.emit("on_epoch_end", record)
+            if self.stopping:
+                break
+        result.stopped = self.stopping
+        result.seconds = time.perf_counter() - t0
+        self.emit("on_run_end", result)
+        return result
+
+    def _batches_per_epoch(self) -> int:
+        return -(-len(self.train_samples) // self.cfg.batch_size)
+
+    def _optimise(self, opt, loss) -> None:
+        opt.zero_grad(set_to_none=True)
+        if self.scaler:
+            self.scaler.scale(loss).backward()
+            self.scaler.step(opt)
+            self.scaler.update()
+        else:
+            loss.backward()
+            opt.step()
+
+    def _run_batches(self, epoch, batches, forward, opt, criterion):
+        total_loss, correct, seen, n_batches = 0.0, 0, 0, self._batches_per_epoch()
+        for b, (x, y) in enumerate(batches):
+            if self.stopping:
+                break
+            y = y.to(self.device, non_blocking=True)
+            with self.autocast():
+                loss, logits = compute_loss(forward(x), y, criterion)
+            self._optimise(opt, loss)
+            total_loss += loss.item() * y.shape[0]
+            correct += (logits.argmax(1) == y).sum().item()
+            seen += y.shape[0]
+            self.emit("on_batch_end", {"epoch": epoch, "batch": b + 1, "batches": n_batches, "loss": loss.item()})
+        return (total_loss / max(seen, 1), correct / max(seen, 1), seen)
+
+    def _plain_epoch(self, epoch, opt, criterion):
+        train_mode(self.model)
+
+        def forward(x):
+            return self.model(x.to(self.device, non_blocking=True).contiguous(memory_format=torch.channels_last))
+        return self._run_batches(epoch, self.train_source, forward, opt, criterion)
+
+    @torch.inference_mode()
+    def _validate(self, criterion) -> tuple[float, float]:
+        if getattr(self, "val_features", None) is not None:
+            batches = ((self.val_features[i:i + 256], self.val_labels[i:i + 256]) for i in range(0, len(self.val_labels), 256))
+            net = self.tail
+        else:
+            batches = ((x.to(self.device, non_blocking=True).contiguous(memory_format=torch.channels_last), y)
+                       for x, y in self.val_source)
+            net = self.model
+        self.model.eval()
+        total_loss, correct, n = 0.0, 0, 0
+        for x, y in batches:
+            y = y.to(self.device)
+            with self.autocast():
+                logits = net(x.to(self.device))
+            total_loss += criterion(logits.float(), y).item() * y.shape[0]
+            correct += (logits.argmax(1) == y).sum().item()
+            n += y.shape[0]
+        train_mode(self.model)
+        return total_loss / max(n, 1), correct / max(n, 1)
+
+    # ---- frozen fast path --------------------------------------------------------------
+    def _prepare_frozen(self, result: TrainResult):
+        entry, tail = features.find_tail(self.model, self.arch)
+        total = len(self.val_source) + self.cfg.feature_views * -(-len(self.train_samples) // self.infer_bs)
+        done = [0]
+
+        def progress(k, n):
+            done[0] += 1
+            self.emit("on_batch_end", {"epoch": 0, "batch": done[0], "batches": total, "phase": "features"})
+        self.val_features = features.tail_inputs(self.model, entry, self.val_source, self.device, self.autocast, progress)
+        first_x, _ = next(iter(self.val_source))
+        k = first_x.shape[0]
+        if not features.verify_tail(self.model, tail, first_x, self.val_features[:k], self.device):
+            self.val_features = None
+            result.path_note = "frozen fast path failed its equivalence check"
+            return None
+        self.val_labels = self.val_source.cache.labels if self.val_source.cache is not None else \
+            torch.tensor([label for _, label in self.val_samples])
+        views_source = BatchSource(self.train_samples, self.spec, True, self.infer_bs, self.cfg.cache_mb, self.device.type == "cuda")
+        self.train_views = []
+        for v in range(max(1, self.cfg.feature_views)):
+            torch.manual_seed(self.cfg.seed * 7919 + v)
+            labels = []
+            batches = ((x, labels.append(y)) for x, y in _in_order(views_source))
+            self.train_views.append(features.tail_inputs(self.model, entry, batches, self.device, self.autocast, progress))
+            self.train_labels = torch.cat(labels)
+            if self.stopping:
+                break
+        self.tail = tail
+        result.path = "frozen-features"
+        result.path_note = f"body run once: {len(self.train_views)} augmented view(s) per training image cached"
+        return self._frozen_epoch
+
+    def _frozen_epoch(self, epoch, opt, criterion):
+        train_mode(self.model)
+        feats = self.train_views[(epoch - 1) % len(self.train_views)]
+        order = torch.randperm(len(self.train_labels))
+        bs = self.cfg.batch_size
+        batches = ((feats[order[i:i + bs]], self.train_labels[order[i:i + bs]]) for i in range(0, len(order), bs))
+        return self._run_batches(epoch, batches, lambda f: self.tail(f.to(self.device, non_blocking=True)), opt, criterion)
+
+
+def _in_order(source: BatchSource):
+    """Augmented training batches without shuffling, so view k of image i lines up with its label."""
+    if source.cache is None:
+        loader = source.loader
+        yield from torch.utils.data.DataLoader(loader.dataset, batch_size=source.batch_size, shuffle=False,
+                                               num_workers=loader.num_workers)
+        return
+    from .fastdata import train_batch
+    images, labels = source.cache.images, source.cache.labels
+    for s in range(0, len(images), source.batch_size):
+        yield train_batch(images[s:s + source.batch_size], source.spec), labels[s:s + source.batch_size]

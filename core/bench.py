@@ -1,0 +1,214 @@
+"""``python -m core bench``: our trainer against the PyTorch tutorial loop, same data,
+model, epochs, seed and hyperparameters (batch 4, SGD lr 0.001 momentum 0.9, StepLR 7).
+
+Each cell (implementation x mode) runs in a fresh subprocess so its peak memory is its
+own.  Prints a markdown table and writes the same as JSON.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+MODES = {"frozen": ("imagenet", "backbone"), "finetune": ("imagenet", "none"), "scratch": ("none", "none")}
+
+
+def add_arguments(p) -> None:
+    from .paths import demo_dataset
+    p.add_argument("--data", default=str(demo_dataset() or ""), help="dataset with train/ and val/ (default: ants/bees)")
+    p.add_argument("--arch", default="mobilenet_v2")
+    p.add_argument("--modes", default="frozen,finetune,scratch")
+    p.add_argument("--epochs-frozen", type=int, default=25)
+    p.add_argument("--epochs-finetune", type=int, default=3)
+    p.add_argument("--epochs-scratch", type=int, default=3)
+    p.add_argument("--batch-size", type=int, default=4, help="the tutorial's")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default="bench/results.json")
+    p.add_argument("--cell", help=argparse_hidden())  # one cell, run in a child process
+
+
+def argparse_hidden():
+    import argparse
+    return argparse.SUPPRESS
+
+
+# ---- the baseline: the classic tutorial loop, as written there ------------------------------
+def baseline(data: str, arch: str, mode: str, epochs: int, batch_size: int, seed: int) -> dict:
+    from torchvision import datasets, transforms
+    from .surgery import freeze
+    from .zoo import build_model
+    torch.manual_seed(seed)
+    weights, strategy = MODES[mode]
+    norm = transforms.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])
+    tfs = {"train": transforms.Compose([transforms.RandomResizedCrop(224), transforms.RandomHorizontalFlip(),
+                                        transforms.ToTensor(), norm]),
+           "val": transforms.Compose([transforms.Resize(256), transforms.CenterCrop(224), transforms.ToTensor(), norm])}
+    t0 = time.perf_counter()
+    sets = {x: datasets.ImageFolder(str(Path(data) / x), tfs[x]) for x in ("train", "val")}
+    loaders = {x: torch.utils.data.DataLoader(sets[x], batch_size=batch_size, shuffle=True, num_workers=4) for x in sets}
+    model = build_model(arch, len(sets["train"].classes), weights, seed=seed).model
+    freeze(model, arch, strategy)
+    criterion = torch.nn.CrossEntropyLoss()
+    opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.001, momentum=0.9)
+    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=7, gamma=0.1)
+    best_acc, best_wts, epoch_secs = 0.0, copy.deepcopy(model.state_dict()), []
+    for _ in range(epochs):
+        te = time.perf_counter()
+        for phase in ("train", "val"):
+            model.train() if phase == "train" else model.eval()
+            correct = 0
+            for inputs, labels in loaders[phase]:
+                opt.zero_grad()
+                with torch.set_grad_enabled(phase == "train"):
+                    outputs = model(inputs)
+                    loss = criterion(outputs, labels)
+                    if phase == "train":
+                        loss.backward()
+                        opt.step()
+                correct += (outputs.argmax(1) == labels).sum().item()
+            if phase == "train":
+                sched.step()
+            acc = correct / len(sets[phase])
+            if phase == "val" and acc > best_acc:
+                best_acc, best_wts = acc, copy.deepcopy(model.state_dict())
+        epoch_secs.append(time.perf_counter() - te)
+    total = time.perf_counter() - t0
+    return {"seconds": total, "s_per_epoch": total / epochs, "best_val_acc": best_acc,
+            "images_per_s": len(sets["train"]) * epochs / sum(epoch_secs)}
+
+
+def ours(data: str, arch: str, mode: str, epochs: int, batch_size: int, seed: int) -> dict:
+    from .experiment import ExperimentConfig, run_experiment
+    from .predict import Predictor
+    from .trainer import TrainConfig
+    import tempfile
+    weights, strategy = MODES[mode]
+    with tempfile.TemporaryDirectory() as runs:
+        cfg = ExperimentConfig(data=data, arch=arch, weights=weights, freeze=strategy,
+                               train=TrainConfig(epochs=epochs, batch_size=batch_size, seed=seed))
+        run_dir, result, seconds = run_experiment(cfg, runs_dir=runs)
+        out = {"seconds": seconds, "s_per_epoch": seconds / epochs, "best_val_acc": result.best_val_acc,
+               "images_per_s": statistics.mean(h["images_per_s"] for h in result.history), "path": result.path,
+               "prep_seconds": result.prep_seconds}
+        if mode == "frozen":
+            out["predict_ms"] = predict_latency(Predictor(run_dir), data)
+    return out
+
+
+def predict_latency(predictor, data: str) -> float:
+    """Median ms to classify one decoded photo after warm-up (transform + forward + softmax)."""
+    from .images import load_rgb
+    img = load_rgb(next(p for p in sorted((Path(data) / "val").rglob("*")) if p.is_file()))
+    for _ in range(3):
+        predictor.predict(img)
+    times = []
+    for _ in range(15):
+        t = time.perf_counter()
+        predictor.predict(img)
+        times.append((time.perf_counter() - t) * 1000)
+    return statistics.median(times)
+
+
+def floor(arch: str, batch_size: int) -> dict:
+    """Model-only throughput on ready tensors (channels_last): the machine's floor."""
+    from .device import configure_threads, inference_batch_size, pick_device
+    from .zoo import build_model
+    configure_threads()
+    device = pick_device()
+    model = build_model(arch, 2, "none").model.to(device, memory_format=torch.channels_last)
+    opt = torch.optim.SGD(model.parameters(), lr=0.001, momentum=0.9)
+
+    def train_rate(bs, steps=max(4, 64 // batch_size)):
+        x = torch.randn(bs, 3, 224, 224, device=device).contiguous(memory_format=torch.channels_last)
+        y = torch.randint(0, 2, (bs,), device=device)
+        model.train()
+        for i in range(steps + 1):
+            if i == 1:
+                t = time.perf_counter()
+            loss = torch.nn.functional.cross_entropy(model(x), y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        return bs * steps / (time.perf_counter() - t)
+
+    model.eval()
+    bs_inf = inference_batch_size(device)
+    x = torch.randn(bs_inf, 3, 224, 224, device=device).contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        model(x)
+        t = time.perf_counter()
+        n = max(1, 64 // bs_inf)
+        for _ in range(n):
+            model(x)
+        inf = bs_inf * n / (time.perf_counter() - t)
+    return {"train_img_s": train_rate(batch_size), "train_img_s_bs32": train_rate(32, 3), "infer_img_s": inf}
+
+
+def run_cell(a) -> dict:
+    from .device import configure_threads
+    configure_threads()
+    impl, mode = a.cell.split(":")
+    if impl == "floor":
+        return floor(a.arch, a.batch_size)
+    epochs = getattr(a, f"epochs_{mode}")
+    fn = baseline if impl == "baseline" else ours
+    out = fn(a.data, a.arch, mode, epochs, a.batch_size, a.seed)
+    out["peak_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return out
+
+
+def _cell(args: list[str], cell: str) -> dict:
+    proc = subprocess.run([sys.executable, "-m", "core", "bench", *args, "--cell", cell], capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"bench cell {cell} failed:\n{proc.stderr[-2000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def main(a) -> int:
+    if not a.data or not (Path(a.data) / "train").is_dir():
+        print("error: bench needs a dataset with train/ and val/ (the ants/bees photos in ../shared); pass --data", file=sys.stderr)
+        return 2
+    if a.cell:
+        print(json.dumps(run_cell(a)))
+        return 0
+    args = ["--data", a.data, "--arch", a.arch, "--epochs-frozen", str(a.epochs_frozen), "--epochs-finetune",
+            str(a.epochs_finetune), "--epochs-scratch", str(a.epochs_scratch), "--batch-size", str(a.batch_size),
+            "--seed", str(a.seed)]
+    from .device import device_label
+    results = {"machine": device_label(), "arch": a.arch, "batch_size": a.batch_size, "floor": _cell(args, "floor:all"),
+               "modes": {}}
+    for mode in a.modes.split(","):
+        print(f"running {mode} ...", file=sys.stderr, flush=True)
+        base, mine = _cell(args, f"baseline:{mode}"), _cell(args, f"ours:{mode}")
+        results["modes"][mode] = {"epochs": getattr(a, f"epochs_{mode}"), "baseline": base, "ours": mine,
+                                  "speedup": base["s_per_epoch"] / mine["s_per_epoch"]}
+    print(markdown(results))
+    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(a.out).write_text(json.dumps(results, indent=1))
+    return 0
+
+
+def markdown(r: dict) -> str:
+    f = r["floor"]
+    lines = [f"Machine: {r['machine']}; {r['arch']}, batch {r['batch_size']}. Floor (model only, ready tensors, channels_last): "
+             f"train {f['train_img_s']:.1f} img/s at batch {r['batch_size']} ({f['train_img_s_bs32']:.1f} at 32), "
+             f"inference {f['infer_img_s']:.0f} img/s.", "",
+             "| mode | epochs | baseline s/epoch | ours s/epoch | speed-up | baseline best val acc | ours best val acc "
+             "| ours img/s (train) | ours vs floor | peak MB (base / ours) |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for mode, m in r["modes"].items():
+        b, o = m["baseline"], m["ours"]
+        vs_floor = f"{o['images_per_s'] / f['train_img_s']:.2f}x floor rate" if mode != "frozen" else "n/a (head only)"
+        lines.append(f"| {mode} | {m['epochs']} | {b['s_per_epoch']:.2f} | {o['s_per_epoch']:.2f} | {m['speedup']:.1f}x | "
+                     f"{b['best_val_acc']:.3f} | {o['best_val_acc']:.3f} | {o['images_per_s']:.0f} | {vs_floor} | "
+                     f"{b['peak_mb']:.0f} / {o['peak_mb']:.0f} |")
+    if "frozen" in r["modes"] and "predict_ms" in r["modes"]["frozen"]["ours"]:
+        lines += ["", f"One photo classified in {r['modes']['frozen']['ours']['predict_ms']:.1f} ms (median, after warm-up)."]
+    return "\n".join(lines)

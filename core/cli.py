@@ -1,0 +1,165 @@
+"""``python -m core``: train, predict, inspect, runs, bench.
+
+Output is a contract other tools rely on: ``train`` ends with one JSON line, ``predict``
+prints one JSON line per image, ``inspect`` and ``runs`` print one JSON object.  Bad
+input exits 2 with one line on stderr.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+from .errors import TransferLabError
+
+
+def _freeze_arg(value: str):
+    if value in ("backbone", "none") or value.isdigit():
+        return int(value) if value.isdigit() else value
+    return [v for v in value.split(",") if v]
+
+
+class EpochPrinter:
+    """Prints a line per epoch to stderr-free stdout, before the final JSON line."""
+
+    def on_run_start(self, info):
+        print(f"training on {info['num_train']} images, validating on {info['num_val']} "
+              f"({info['path']}{': ' + info['path_note'] if info['path_note'] else ''})", flush=True)
+
+    def on_epoch_end(self, r):
+        print(f"epoch {r['epoch']:>3}  train loss {r['train_loss']:.4f} acc {r['train_acc']:.3f}  "
+              f"val loss {r['val_loss']:.4f} acc {r['val_acc']:.3f}  lr {r['lr']:.2g}  "
+              f"{r['seconds']:.1f}s  {r['images_per_s']:.0f} img/s", flush=True)
+
+
+def cmd_train(a) -> int:
+    from .experiment import ExperimentConfig, run_experiment
+    from .trainer import TrainConfig
+
+    tc = TrainConfig(epochs=a.epochs, batch_size=a.batch_size, lr=a.lr, momentum=a.momentum, weight_decay=a.weight_decay,
+                     optimizer=a.optimizer, scheduler=a.scheduler, label_smoothing=a.label_smoothing, seed=a.seed,
+                     amp=a.amp, fast=not a.no_fast, feature_views=a.feature_views)
+    cfg = ExperimentConfig(data=a.data, arch=a.arch, weights=a.weights, freeze=a.freeze, hidden=a.hidden,
+                           dropout=a.dropout, val_split=a.val_split, device=a.device, name=a.name, train=tc)
+    run_dir, result, seconds = run_experiment(cfg, [EpochPrinter()], runs_dir=a.runs_dir)
+    from .runs import load_run
+    summary = load_run(run_dir)["summary"] if run_dir else {}
+    print(json.dumps({"run_dir": str(run_dir) if run_dir else None, "best_val_acc": result.best_val_acc,
+                      "best_epoch": result.best_epoch, "epochs": len(result.history), "seconds": round(seconds, 3),
+                      "num_train": summary.get("num_train"), "num_val": summary.get("num_val"),
+                      "skipped": summary.get("skipped"), "device": cfg.device if cfg.device != "auto" else
+                      _device_name(), "path": result.path, "stopped": result.stopped}))
+    return 0
+
+
+def _device_name() -> str:
+    from .device import pick_device
+    return str(pick_device("auto"))
+
+
+def cmd_predict(a) -> int:
+    from .predict import Predictor
+    p = Predictor(a.run_dir, a.device)
+    ok = True
+    for row in p.predict_files(a.images, a.topk):
+        ok &= "error" not in row
+        print(json.dumps(row, ensure_ascii=False), flush=True)
+    return 0 if ok else 1
+
+
+def cmd_inspect(a) -> int:
+    from .surgery import freeze, summarize
+    from .zoo import build_model
+    built = build_model(a.arch, a.num_classes, a.weights or "none", a.hidden, a.dropout)
+    freeze(built.model, a.arch, a.freeze)
+    out = {**summarize(built.model, a.arch), "num_classes": a.num_classes, "transform": built.transform.to_dict()}
+    if a.weights:
+        out["weights"] = built.weights
+        out["load_report"] = built.load_report.to_dict() if built.load_report else None
+    print(json.dumps(out, ensure_ascii=False))
+    return 0
+
+
+def cmd_runs(a) -> int:
+    from .runs import list_runs
+    rows = [{"run_dir": r["dir"], "name": r["name"], "arch": r["config"].get("arch"), "weights": r["config"].get("weights"),
+             "freeze": r["config"].get("freeze"), "best_val_acc": r["summary"].get("best_val_acc"),
+             "best_epoch": r["summary"].get("best_epoch"), "seconds": r["summary"].get("seconds")}
+            for r in list_runs(a.runs_dir)]
+    print(json.dumps({"runs": rows}, ensure_ascii=False))
+    return 0
+
+
+def cmd_bench(a) -> int:
+    from .bench import main as bench_main
+    return bench_main(a)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .paths import DEFAULT_RUNS_DIR
+    ap = argparse.ArgumentParser(prog="python -m core", description="transferlab: transfer learning on images")
+    sub = ap.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("train", help="train a model on a dataset folder or .zip and save a run")
+    t.add_argument("data")
+    t.add_argument("--arch", default="mobilenet_v2")
+    t.add_argument("--weights", default="imagenet", help="imagenet | none | PATH to .pth/.pt/.safetensors")
+    t.add_argument("--freeze", type=_freeze_arg, default="backbone", help="backbone | none | N | stage,names")
+    t.add_argument("--hidden", type=int, default=0, help="units of an extra hidden layer in the head")
+    t.add_argument("--dropout", type=float, default=0.0)
+    t.add_argument("--epochs", type=int, default=10)
+    t.add_argument("--batch-size", type=int, default=32)
+    t.add_argument("--lr", type=float, default=0.001)
+    t.add_argument("--momentum", type=float, default=0.9)
+    t.add_argument("--weight-decay", type=float, default=0.0)
+    t.add_argument("--label-smoothing", type=float, default=0.0)
+    t.add_argument("--optimizer", choices=["sgd", "adam", "adamw"], default="sgd")
+    t.add_argument("--scheduler", choices=["step", "cosine", "none"], default="step")
+    t.add_argument("--val-split", type=float, default=0.2)
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto")
+    t.add_argument("--amp", choices=["auto", "on", "off"], default="auto")
+    t.add_argument("--feature-views", type=int, default=1, help="augmented views cached per image (frozen fast path)")
+    t.add_argument("--no-fast", action="store_true", help="disable the fast paths (same results, slower)")
+    t.add_argument("--runs-dir", default=str(DEFAULT_RUNS_DIR))
+    t.add_argument("--name")
+    t.set_defaults(fn=cmd_train)
+
+    p = sub.add_parser("predict", help="classify images with a saved run")
+    p.add_argument("run_dir")
+    p.add_argument("images", nargs="+")
+    p.add_argument("--topk", type=int, default=3)
+    p.add_argument("--device", default="auto")
+    p.set_defaults(fn=cmd_predict)
+
+    i = sub.add_parser("inspect", help="show a model's head, stages and parameter counts")
+    i.add_argument("--arch", required=True)
+    i.add_argument("--num-classes", type=int, default=2)
+    i.add_argument("--freeze", type=_freeze_arg, default="none")
+    i.add_argument("--weights", default=None, help="imagenet | none | PATH")
+    i.add_argument("--hidden", type=int, default=0)
+    i.add_argument("--dropout", type=float, default=0.0)
+    i.set_defaults(fn=cmd_inspect)
+
+    r = sub.add_parser("runs", help="list saved runs")
+    r.add_argument("--runs-dir", default=str(DEFAULT_RUNS_DIR))
+    r.set_defaults(fn=cmd_runs)
+
+    b = sub.add_parser("bench", help="benchmark the trainer against the PyTorch tutorial loop")
+    from .bench import add_arguments
+    add_arguments(b)
+    b.set_defaults(fn=cmd_bench)
+    return ap
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.fn(args)
+    except (TransferLabError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,81 @@
+"""One experiment end to end: dataset -> model -> freeze -> train -> saved run.
+
+The CLI, the dashboard and the benchmark all go through ``run_experiment`` so a run
+means the same thing wherever it was started.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from . import paths
+from .data import Dataset, scan_dataset
+from .device import configure_threads, device_label, pick_device
+from .runs import RunWriter
+from .surgery import freeze, summarize
+from .trainer import TrainConfig, Trainer
+from .zoo import build_model
+
+
+@dataclass
+class ExperimentConfig:
+    data: str
+    arch: str = "mobilenet_v2"
+    weights: str = "imagenet"         # imagenet | none | path to a .pth/.pt/.safetensors
+    freeze: object = "backbone"       # backbone | none | N | [stage names]
+    hidden: int = 0
+    dropout: float = 0.0
+    val_split: float = 0.2
+    device: str = "auto"
+    name: str | None = None
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def default_name(self) -> str:
+        w = "scratch" if self.weights == "none" else ("imagenet" if self.weights == "imagenet" else Path(self.weights).stem)
+        f = self.freeze if not isinstance(self.freeze, (list, tuple)) else "custom"
+        return f"{self.arch}-{w}-freeze_{f}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def prepare_model(cfg: ExperimentConfig, num_classes: int, progress=None):
+    built = build_model(cfg.arch, num_classes, cfg.weights, cfg.hidden, cfg.dropout, seed=cfg.train.seed, progress=progress)
+    freeze(built.model, cfg.arch, cfg.freeze)
+    return built
+
+
+def run_experiment(cfg: ExperimentConfig, listeners=(), runs_dir=None, dataset: Dataset | None = None,
+                   on_trainer=None, progress=None) -> tuple[Path | None, object, float]:
+    """Train and save.  Returns (run folder or None if stopped before one epoch, result,
+    wall seconds from reading the dataset to the saved run).  ``on_trainer(trainer)``
+    receives the trainer before it starts (to keep a handle for ``request_stop``)."""
+    t0 = time.perf_counter()
+    configure_threads()
+    device = pick_device(cfg.device)
+    if dataset is None:
+        dataset = scan_dataset(cfg.data, cfg.val_split, cfg.train.seed)
+    built = prepare_model(cfg, len(dataset.classes), progress)
+    summary = summarize(built.model, cfg.arch)
+    config = {**cfg.to_dict(), "data": str(dataset.root), "model": built.spec.to_dict(),
+              "transform": built.transform.to_dict(), "weights_loaded": built.weights,
+              "device": str(device), "device_label": device_label(device),
+              "trainable_params": summary["trainable_params"], "total_params": summary["total_params"]}
+    root = dataset.root
+    split = {"root": str(root), "layout": dataset.layout,
+             "train": [[str(Path(p).relative_to(root)), y] for p, y in dataset.train],
+             "val": [[str(Path(p).relative_to(root)), y] for p, y in dataset.val]}
+    writer = RunWriter(runs_dir or paths.DEFAULT_RUNS_DIR, cfg.name or cfg.default_name(), config, dataset.classes, split,
+                       built.load_report.to_dict() if built.load_report else None,
+                       [{"path": p, "reason": r} for p, r in dataset.skipped])
+    trainer = Trainer(built.model, cfg.arch, dataset.train, dataset.val, built.transform, cfg.train, device,
+                      [writer, *listeners])
+    if on_trainer:
+        on_trainer(trainer)
+    result = trainer.fit()
+    seconds = time.perf_counter() - t0
+    if result.best_state is None:
+        return None, result, seconds
+    writer.finish(seconds=seconds, num_train=len(dataset.train), num_val=len(dataset.val), skipped=len(dataset.skipped))
+    return writer.final, result, seconds

@@ -1,0 +1,154 @@
+"""Runs on disk: one folder per run, written so a crash never leaves one that looks done.
+
+While training, a run lives in ``<runs>/.partial/<name>/``; its history is rewritten
+(atomically) after every epoch.  At the end the best weights and ``summary.json`` are
+written and the folder is renamed to ``<runs>/<name>/`` in one step.  A folder is a
+finished run exactly when it sits at the top level and holds ``summary.json``.
+
+Files: config.json, classes.json, history.json, split.json, load_report.json,
+skipped.json, weights.safetensors (best epoch), summary.json.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from .errors import RunError
+
+WEIGHTS = "weights.safetensors"
+PARTIAL = ".partial"
+
+
+def write_json(path: Path, obj) -> None:
+    """Write-then-rename: readers see the old file or the new one, never half of one."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        json.dump(obj, f, indent=1, ensure_ascii=False)
+    os.replace(tmp, path)
+
+
+def read_json(path: Path):
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def save_weights(state: dict, path: Path) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=".weights.", dir=Path(path).parent)
+    os.close(fd)
+    save_file({k: v.contiguous() for k, v in state.items()}, tmp)  # channels_last tensors are not contiguous
+    os.replace(tmp, path)
+
+
+def safe_name(name: str) -> str:
+    name = re.sub(r"[^\w.\-]+", "-", name.strip()).strip("-.")
+    return name[:80] or "run"
+
+
+def unique_name(runs_dir: Path, name: str) -> str:
+    base, k = safe_name(name), 1
+    candidate = base
+    while (runs_dir / candidate).exists() or (runs_dir / PARTIAL / candidate).exists():
+        k += 1
+        candidate = f"{base}-{k}"
+    return candidate
+
+
+class RunWriter:
+    """A trainer listener that persists the run as it goes and finalises it at the end."""
+
+    def __init__(self, runs_dir, name: str, config: dict, classes: list[str], split: dict, load_report, skipped):
+        self.runs_dir = Path(runs_dir)
+        (self.runs_dir / PARTIAL).mkdir(parents=True, exist_ok=True)
+        self.name = unique_name(self.runs_dir, name)
+        self.partial = self.runs_dir / PARTIAL / self.name
+        self.partial.mkdir()
+        self.final = self.runs_dir / self.name
+        self.history: list[dict] = []
+        self.extra: dict = {}
+        write_json(self.partial / "config.json", {**config, "name": self.name, "created": time.time()})
+        write_json(self.partial / "classes.json", classes)
+        write_json(self.partial / "split.json", split)
+        write_json(self.partial / "load_report.json", load_report)
+        write_json(self.partial / "skipped.json", skipped)
+
+    def on_run_start(self, info: dict) -> None:
+        self.extra.update(info)
+
+    def on_epoch_end(self, record: dict) -> None:
+        self.history.append(record)
+        write_json(self.partial / "history.json", self.history)
+
+    def on_run_end(self, result) -> None:
+        if result.best_state is None:  # stopped before one epoch finished: nothing to keep
+            shutil.rmtree(self.partial, ignore_errors=True)
+            return
+        write_json(self.partial / "history.json", self.history)
+        save_weights(result.best_state, self.partial / WEIGHTS)
+        summary = {"best_val_acc": result.best_val_acc, "best_epoch": result.best_epoch,
+                   "epochs": len(result.history), "stopped": result.stopped, "train_seconds": result.seconds,
+                   "prep_seconds": result.prep_seconds, "path": result.path, "path_note": result.path_note,
+                   "images_per_s": _mean([h["images_per_s"] for h in result.history]), **self.extra}
+        write_json(self.partial / "summary.json", summary)
+        os.replace(self.partial, self.final)
+
+    def finish(self, **fields) -> None:
+        """Add fields to a finished run's summary (the CLI's whole-run wall time)."""
+        if (self.final / "summary.json").exists():
+            write_json(self.final / "summary.json", {**read_json(self.final / "summary.json"), **fields})
+
+
+def _mean(xs):
+    return sum(xs) / len(xs) if xs else 0.0
+
+
+def is_run(path: Path) -> bool:
+    return path.is_dir() and not path.name.startswith(".") and (path / "summary.json").is_file()
+
+
+def list_runs(runs_dir) -> list[dict]:
+    """Finished runs, newest first: {"dir", "name", "config", "summary"}."""
+    runs_dir = Path(runs_dir)
+    if not runs_dir.is_dir():
+        return []
+    out = []
+    for p in runs_dir.iterdir():
+        if is_run(p):
+            try:
+                out.append({"dir": str(p), "name": p.name, "config": read_json(p / "config.json"),
+                            "summary": read_json(p / "summary.json")})
+            except (OSError, json.JSONDecodeError):
+                continue  # damaged by hand: leave it out of the list rather than fail the page
+    return sorted(out, key=lambda r: r["config"].get("created", 0), reverse=True)
+
+
+def load_run(run_dir) -> dict:
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise RunError(f"run not found: {run_dir}")
+    if not is_run(run_dir):
+        raise RunError(f"{run_dir} is not a finished run (no summary.json)")
+    files = ("config", "summary", "history", "classes", "split", "load_report", "skipped")
+    run = {k: read_json(run_dir / f"{k}.json") for k in files if (run_dir / f"{k}.json").exists()}
+    run["dir"] = str(run_dir)
+    run["name"] = run_dir.name
+    return run
+
+
+def load_weights(run_dir) -> dict[str, torch.Tensor]:
+    return load_file(str(Path(run_dir) / WEIGHTS))
+
+
+def delete_run(run_dir) -> None:
+    run_dir = Path(run_dir)
+    if not is_run(run_dir):
+        raise RunError(f"not a run folder: {run_dir}")
+    shutil.rmtree(run_dir)

@@ -8,6 +8,8 @@ everyday case: an ImageNet file into a 2-class model loads the body and skips th
 from __future__ import annotations
 
 import pickle
+import pickletools
+import warnings
 import zipfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -34,14 +36,46 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
             raise WeightsError(f"{path.name} is not a readable safetensors file ({e})") from None
     else:
         try:
-            obj = torch.load(path, map_location="cpu", weights_only=True)
-        except pickle.UnpicklingError as e:
-            first = str(e).split("\n")[0]
-            raise WeightsError(f"refused {path.name}: it needs code to load, which is never run here "
-                               f"(weights_only=True: {first[:200]}). Save a plain state_dict instead.") from None
+            with warnings.catch_warnings():  # protocol notices are not the user's business
+                warnings.simplefilter("ignore")
+                obj = torch.load(path, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError:
+            code = next((g for g in pickle_globals(path) if not g.startswith(SAFE_GLOBAL_PREFIXES)), None)
+            if code is None:
+                raise WeightsError(f"{path.name} is not a readable PyTorch weights file (damaged or not a checkpoint)") from None
+            raise WeightsError(f"refused {path.name}: it needs code to load ({code}), which is never run here "
+                               "(torch.load with weights_only=True). Save a plain state_dict instead.") from None
         except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError, AttributeError) as e:
             raise WeightsError(f"{path.name} is not a readable PyTorch weights file ({str(e).splitlines()[0][:200]})") from None
     return _unwrap(obj, path.name)
+
+
+# What a plain state_dict pickle may name: torch's tensor rebuilders and containers.
+SAFE_GLOBAL_PREFIXES = ("torch.", "collections.OrderedDict", "_codecs.encode", "builtins.set", "builtins.bytearray",
+                        "numpy.")
+
+
+def pickle_globals(path: Path) -> list[str]:
+    """The classes and functions a pickle would import, read from its opcodes without
+    running anything (the pickle inside a torch zip file, or the file itself)."""
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as z:
+                name = next((n for n in z.namelist() if n.endswith("data.pkl")), None)
+                data = z.read(name) if name else b""
+        else:
+            data = path.read_bytes()
+        found, strings = [], []
+        for op, arg, _ in pickletools.genops(data):
+            if op.name in ("GLOBAL", "INST"):
+                found.append(str(arg).replace(" ", "."))
+            elif op.name == "STACK_GLOBAL" and len(strings) >= 2:
+                found.append(f"{strings[-2]}.{strings[-1]}")
+            if isinstance(arg, str):
+                strings.append(arg)
+        return found
+    except Exception:  # noqa: BLE001 - not a pickle at all: nothing to name
+        return []
 
 
 def _unwrap(obj, name: str) -> dict[str, torch.Tensor]:

@@ -3,7 +3,7 @@
 The tutorial loop decodes every JPEG every epoch.  Here each image is decoded once and
 resized to what the transforms need, then kept as a uint8 tensor: evaluation images at
 the eval resize (so center crop + normalise gives exactly the PIL pipeline's tensor),
-training images at a "presize" a little larger than the crop, cropped and flipped on
+training images at a "presize" twice the crop, cropped and flipped on
 tensors each epoch (fastai's presizing).  Past the memory cap, batches come from a
 plain DataLoader over PIL transforms instead: slower, same meaning.
 """
@@ -49,21 +49,22 @@ def estimate_bytes(paths: list[str], short: int) -> int:
     return total
 
 
-def _decode_resized(path: str, short: int, spec: TransformSpec) -> torch.Tensor:
+def _decode_resized(path: str, short: int, spec: TransformSpec, upscale: bool = True) -> torch.Tensor:
     img = load_rgb(path)
     # Same call as T.Resize(short) on a PIL image, so eval tensors match the PIL path exactly.
-    img = F.resize(img, [short], interpolation=spec.mode, antialias=True)
+    if upscale or min(img.size) > short:
+        img = F.resize(img, [short], interpolation=spec.mode, antialias=True)
     return F.pil_to_tensor(img)
 
 
 class DecodedImages:
     """uint8 CHW tensors of a list of (path, label) samples, resized so the shorter side is ``short``."""
 
-    def __init__(self, samples: list[tuple[str, int]], short: int, spec: TransformSpec):
+    def __init__(self, samples: list[tuple[str, int]], short: int, spec: TransformSpec, upscale: bool = True):
         self.short, self.spec = short, spec
         self.labels = torch.tensor([label for _, label in samples])
         with ThreadPoolExecutor(max_workers=workers()) as pool:  # Pillow decodes without the GIL
-            self.images = list(pool.map(lambda s: _decode_resized(s[0], short, spec), samples))
+            self.images = list(pool.map(lambda s: _decode_resized(s[0], short, spec, upscale), samples))
 
     def __len__(self) -> int:
         return len(self.images)
@@ -73,10 +74,8 @@ class DecodedImages:
 
 
 def _normalize(batch_uint8: torch.Tensor, spec: TransformSpec) -> torch.Tensor:
-    x = batch_uint8.float().div_(255)
-    mean = torch.tensor(spec.mean).view(1, -1, 1, 1)
-    std = torch.tensor(spec.std).view(1, -1, 1, 1)
-    return x.sub_(mean).div_(std)
+    # The very ops of the PIL pipeline's tail, so cached and plain tensors are bit-identical.
+    return F.normalize(F.to_dtype(batch_uint8, torch.float32, scale=True), list(spec.mean), list(spec.std))
 
 
 def eval_batch(images: list[torch.Tensor], spec: TransformSpec) -> torch.Tensor:
@@ -112,11 +111,13 @@ class BatchSource:
     def __init__(self, samples, spec: TransformSpec, train: bool, batch_size: int, cache_mb: int = DEFAULT_CACHE_MB,
                  pin_memory: bool = False):
         self.samples, self.spec, self.train, self.batch_size = samples, spec, train, batch_size
-        short = spec.resize_size if not train else max(spec.resize_size, math.ceil(spec.crop_size * 1.25))
+        # Training crops are taken from a presized copy: twice the crop, never upscaled, so
+        # RandomResizedCrop sees (nearly) the detail of the original photo.
+        short = spec.resize_size if not train else max(spec.resize_size, 2 * spec.crop_size)
         self.cache: DecodedImages | None = None
         self.cache_reason = ""
         if cache_mb > 0 and estimate_bytes([p for p, _ in samples], short) <= cache_mb * 2**20:
-            self.cache = DecodedImages(samples, short, spec)
+            self.cache = DecodedImages(samples, short, spec, upscale=not train)
         else:
             self.cache_reason = f"over the decoded-cache cap of {cache_mb} MB" if cache_mb > 0 else "cache disabled"
             tf = train_transform(spec) if train else eval_transform(spec)

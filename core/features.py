@@ -76,9 +76,22 @@ def fast_path_blocker(model: nn.Module, arch: str) -> str | None:
     return None
 
 
+def module_path(model: nn.Module, module: nn.Module) -> str:
+    return next(name for name, m in model.named_modules() if m is module)
+
+
 @torch.inference_mode()
 def tail_inputs(model: nn.Module, entry: nn.Module, batches, device, amp_ctx=None, on_batch=None) -> torch.Tensor:
-    """Inputs of ``entry`` for every batch, computed in eval mode and stopped right there."""
+    """Inputs of ``entry`` for every batch, computed in eval mode and stopped right there.
+    Runs on a BatchNorm-folded copy (``inference.py``) where the model can be traced."""
+    from .inference import fused_for_inference
+    path = module_path(model, entry)
+    net = fused_for_inference(model)
+    try:
+        entry = net.get_submodule(path)
+    except AttributeError:  # FX inlined it: hook the original instead
+        net = model
+    model = net
     captured = []
 
     def hook(_m, args):

@@ -48,10 +48,11 @@ def gradcam(model: torch.nn.Module, arch: str, x: torch.Tensor, class_index: int
     return (cam / cam.max()).cpu().numpy() if cam.max() > 0 else cam.cpu().numpy()
 
 
-def overlay(image: Image.Image, cam: np.ndarray, alpha: float = 0.45) -> Image.Image:
-    """The heatmap (red = strong) blended over ``image`` resized to the heatmap."""
+def overlay(image: Image.Image, cam: np.ndarray, alpha: float = 0.6) -> Image.Image:
+    """Red-to-yellow over the regions that drive the class; the rest of the photo shows as is."""
     h, w = cam.shape
     base = np.asarray(image.convert("RGB").resize((w, h)), dtype=np.float32) / 255
-    heat = np.stack([cam, cam ** 2 * 0.6, 1 - cam], axis=-1) * (cam[..., None] > 0.05)
-    out = base * (1 - alpha * (cam[..., None] > 0.05)) + alpha * heat
+    color = np.stack([np.ones_like(cam), cam, np.zeros_like(cam)], axis=-1)  # red (weak) .. yellow (strong)
+    weight = alpha * np.clip((cam - 0.2) / 0.8, 0, 1)[..., None]               # below 20%: untouched
+    out = base * (1 - weight) + color * weight
     return Image.fromarray((out.clip(0, 1) * 255).astype(np.uint8))

@@ -76,7 +76,7 @@ def load_rgb(source, draft_size: int | None = None) -> Image.Image:
         raise ImageReadError("not an image (Pillow cannot identify it)") from None
     except OSError as e:  # truncated data, broken headers, unreadable files
         msg = str(e) or type(e).__name__
-        if "truncated" in msg:
+        if "truncated" in msg.lower():
             raise ImageReadError("truncated or damaged image data") from None
         raise ImageReadError(f"unreadable: {msg}") from None
     except (ValueError, SyntaxError, IndexError, TypeError) as e:  # Pillow plugins raise these on garbage

@@ -42,3 +42,24 @@ def hub_checkpoint_dirs() -> list[Path]:
     if shared is not None:
         dirs.append(shared / "torch_home" / "hub" / "checkpoints")
     return dirs
+
+
+DEMO_URL = "https://download.pytorch.org/tutorial/hymenoptera_data.zip"
+
+
+def fetch_demo_dataset(progress=None) -> Path:
+    """Download and safely extract the ants/bees photos into the data folder (used only
+    where ../shared is absent and there is a network)."""
+    from .archive import extract_zip
+    from .download import download
+
+    found = demo_dataset()
+    if found:
+        return found
+    zip_path = DEFAULT_DATA_DIR / "hymenoptera_data.zip"
+    if not zip_path.is_file():
+        download(DEMO_URL, zip_path, progress)
+    root = extract_zip(zip_path, DEFAULT_DATA_DIR / "hymenoptera_data-extract")
+    target = DEFAULT_DATA_DIR / "hymenoptera_data"
+    root.rename(target)
+    return target

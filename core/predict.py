@@ -7,6 +7,7 @@ import torch
 
 from .device import pick_device
 from .images import ImageReadError, load_rgb
+from .inference import fused_for_inference
 from .runs import load_run, load_weights
 from .transforms import TransformSpec, eval_transform
 from .zoo import ModelSpec, instantiate
@@ -29,12 +30,13 @@ class Predictor:
         self.classes: list[str] = self.run["classes"]
         self.spec = TransformSpec.from_dict(self.run["config"]["transform"])
         self.transform = eval_transform(self.spec)
-        self.model = load_model(self.run, self.device)
+        self.model = load_model(self.run, self.device)     # for Grad-CAM, which needs gradients
+        self.fast_model = fused_for_inference(self.model)   # for predictions
 
     @torch.inference_mode()
     def probabilities(self, images) -> torch.Tensor:
         x = torch.stack([self.transform(img) for img in images]).to(self.device)
-        return torch.softmax(self.model(x.contiguous(memory_format=torch.channels_last)).float(), dim=1).cpu()
+        return torch.softmax(self.fast_model(x.contiguous(memory_format=torch.channels_last)).float(), dim=1).cpu()
 
     def predict(self, image, topk: int = 3) -> list[dict]:
         """Top-k [{"label", "prob"}] for one PIL image (or path / file object)."""

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from . import features
+from .inference import fused_for_inference
 from .device import amp_context, inference_batch_size, needs_grad_scaler
 from .fastdata import DEFAULT_CACHE_MB, BatchSource
 from .surgery import train_mode, trainable_parameters
@@ -208,7 +209,7 @@ class Trainer:
         else:
             batches = ((x.to(self.device, non_blocking=True).contiguous(memory_format=torch.channels_last), y)
                        for x, y in self.val_source)
-            net = self.model
+            net = fused_for_inference(self.model)  # this epoch's weights, BatchNorm folded in
         self.model.eval()
         total_loss, correct, n = 0.0, 0, 0
         for x, y in batches:

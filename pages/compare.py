@@ -1,0 +1,81 @@
+"""Compare: overlay runs' curves, a summary table, and a closer look at one run."""
+from pathlib import Path
+
+import plotly.express as px
+import streamlit as st
+
+from core.runs import WEIGHTS, delete_run
+from ui import common
+from ui import state as S
+
+S.init_state()  # idempotent: a page works opened directly, not only through app.py
+
+st.title("Compare runs")
+all_runs = common.runs()
+if not all_runs:
+    st.info("No finished runs yet. Train one on the Train page.")
+    common.page_link("Train")
+    st.stop()
+by_dir = {r["dir"]: r for r in all_runs}
+default = [d for d in st.session_state[S.SELECTED_RUNS] if d in by_dir] or [r["dir"] for r in all_runs[:3]]
+chosen = st.multiselect("Runs", list(by_dir), default=default, format_func=lambda d: common.run_label(by_dir[d]))
+st.session_state[S.SELECTED_RUNS] = chosen
+if not chosen:
+    st.info("Pick one or more runs.")
+    st.stop()
+
+from core.runs import load_run  # noqa: E402
+loaded = {d: load_run(d) for d in chosen}
+st.plotly_chart(common.curves_figure([(by_dir[d]["name"], loaded[d].get("history", [])) for d in chosen], height=420),
+                width="stretch")
+
+
+def fmt_freeze(f):
+    return {"backbone": "feature extractor", "none": "none"}.get(f, str(f)) if not isinstance(f, list) else ", ".join(f)
+
+
+table = [{"run": r["name"], "architecture": r["config"]["arch"], "weights": r["config"].get("weights_loaded"),
+          "freeze": fmt_freeze(r["config"]["freeze"]), "trainable params": r["config"].get("trainable_params"),
+          "best val acc": round(r["summary"]["best_val_acc"], 4), "best epoch": r["summary"]["best_epoch"],
+          "epochs": r["summary"]["epochs"], "time (s)": round(r["summary"].get("seconds", r["summary"].get("train_seconds", 0)), 1),
+          "images/s": round(r["summary"].get("images_per_s", 0)), "stopped": r["summary"].get("stopped")}
+         for r in (loaded[d] for d in chosen)]
+st.dataframe(table, width="stretch", hide_index=True)
+
+st.divider()
+focus = st.selectbox("A closer look at", chosen, format_func=lambda d: by_dir[d]["name"])
+run = loaded[focus]
+try:
+    ev = common.cached_evaluation(focus, Path(focus, "summary.json").stat().st_mtime)
+except Exception as e:  # noqa: BLE001 - e.g. the dataset moved since training
+    st.error(f"Cannot evaluate this run on its validation images: {e}")
+    ev = None
+if ev:
+    st.caption(f"Validation accuracy of the saved weights: **{ev['accuracy']:.1%}** on {sum(map(sum, ev['confusion']))} images"
+               + (f" ({len(ev['unreadable'])} files no longer readable)" if ev["unreadable"] else ""))
+    c1, c2 = st.columns(2)
+    fig = px.imshow(ev["confusion"], x=ev["classes"], y=ev["classes"], text_auto=True, color_continuous_scale="Blues",
+                    labels={"x": "predicted", "y": "true", "color": "images"}, title="Confusion matrix")
+    c1.plotly_chart(fig, width="stretch")
+    per = [{"class": c, "accuracy": a} for c, a in ev["per_class"].items() if a is not None]
+    c2.plotly_chart(px.bar(per, x="class", y="accuracy", range_y=[0, 1], title="Per-class accuracy"), width="stretch")
+
+    st.subheader("Validation images, mistakes first")
+    rows = sorted(ev["predictions"], key=lambda r: (r["true"] == r["pred"], r["prob"]))
+    show = st.slider("How many", 4, min(64, len(rows)), min(16, len(rows)), step=4) if len(rows) > 4 else len(rows)
+    cols = st.columns(4)
+    for k, r in enumerate(rows[:show]):
+        mark = "right:" if r["true"] == r["pred"] else "WRONG:"
+        cols[k % 4].image(r["path"], caption=f"{mark} pred {r['pred']} ({r['prob']:.0%}) · true {r['true']}", width="stretch")
+
+st.divider()
+c1, c2 = st.columns(2)
+c1.download_button("Download weights (.safetensors)", icon=":material/download:", data=Path(focus, WEIGHTS).read_bytes(),
+                   file_name=f"{run['name']}.safetensors", mime="application/octet-stream")
+with c2.popover("Delete this run", icon=":material/delete:"):
+    st.write(f"Delete **{run['name']}** and its weights from disk?")
+    if st.button("Delete", type="primary"):
+        delete_run(focus)
+        st.session_state[S.SELECTED_RUNS] = [d for d in chosen if d != focus]
+        st.cache_data.clear()
+        st.rerun()

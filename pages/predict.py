@@ -1,0 +1,57 @@
+"""Predict: classify uploaded photos or a camera shot with a trained run, with Grad-CAM."""
+import io
+
+import plotly.graph_objects as go
+import streamlit as st
+
+from core.images import ImageReadError, load_rgb
+from core.predict import explain
+from ui import common
+from ui import state as S
+
+S.init_state()  # idempotent: a page works opened directly, not only through app.py
+
+st.title("Predict")
+all_runs = common.runs()
+if not all_runs:
+    st.info("No trained run yet. Train one on the Train page, then come back with your photos.")
+    common.page_link("Train")
+    st.stop()
+by_dir = {r["dir"]: r for r in all_runs}
+if st.session_state[S.PREDICT_RUN] not in by_dir:
+    st.session_state[S.PREDICT_RUN] = max(all_runs, key=lambda r: r["summary"].get("best_val_acc", 0))["dir"]
+run_dir = st.selectbox("Model (a finished run)", list(by_dir), key=S.PREDICT_RUN, format_func=lambda d: common.run_label(by_dir[d]))
+predictor = common.predictor_for(run_dir)
+st.caption(f"Classes: {', '.join(predictor.classes)}")
+
+c1, c2 = st.columns([3, 1])
+uploads = c1.file_uploader("Photos", type=["jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff"], accept_multiple_files=True)
+topk = c2.number_input("Top-k", 1, max(1, len(predictor.classes)), min(3, len(predictor.classes)))
+cam_on = c2.checkbox("Grad-CAM heatmap", value=True)
+shot = st.camera_input("…or take a photo") if st.toggle("Use the camera") else None
+files = list(uploads or []) + ([shot] if shot is not None else [])
+if not files:
+    st.info("Upload one or more photos (or take one) to classify them.")
+    st.stop()
+
+for f in files:
+    st.divider()
+    try:
+        image = load_rgb(io.BytesIO(f.getvalue()))
+    except ImageReadError as e:
+        st.error(f"**{f.name}**: cannot be classified ({e}).")
+        continue
+    top = predictor.predict(image, int(topk))
+    cols = st.columns([1, 1, 1.3])
+    cols[0].image(image, caption=f.name, width="stretch")
+    if cam_on:
+        heat = explain(predictor, image, predictor.classes.index(top[0]["label"]))
+        if heat is not None:
+            cols[1].image(heat, caption=f"Grad-CAM: where it sees “{top[0]['label']}”", width="stretch")
+        else:
+            cols[1].caption("Grad-CAM is available for convolutional networks only.")
+    cols[2].markdown(f"### {top[0]['label']}  \n{top[0]['prob']:.1%} confident")
+    fig = go.Figure(go.Bar(x=[t["prob"] for t in top][::-1], y=[t["label"] for t in top][::-1], orientation="h",
+                           text=[f"{t['prob']:.1%}" for t in top][::-1], textposition="auto"))
+    fig.update_layout(height=60 + 40 * len(top), margin={"l": 10, "r": 10, "t": 10, "b": 10}, xaxis={"range": [0, 1]})
+    cols[2].plotly_chart(fig, width="stretch", key=f"bars-{f.name}-{id(f)}")

@@ -1,0 +1,106 @@
+"""Shared fixtures: the real ants/bees photos and MobileNetV2 weights from ../shared, and
+small synthetic datasets written as real image files."""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("TRANSFERLAB_OFFLINE", "1")  # never wait on a network in tests
+
+from core import paths  # noqa: E402
+
+SHARED = paths.shared_dir()
+ANTS_BEES = paths.demo_dataset()
+MOBILENET_FILE = SHARED / "torch_home/hub/checkpoints/mobilenet_v2-b0353104.pth" if SHARED else None
+
+
+@pytest.fixture
+def ants_bees() -> Path:
+    if ANTS_BEES is None:
+        pytest.skip("../shared/datasets/hymenoptera_data is absent (the real photos live there)")
+    return ANTS_BEES
+
+
+@pytest.fixture
+def mobilenet_file() -> Path:
+    if MOBILENET_FILE is None or not MOBILENET_FILE.is_file():
+        pytest.skip("../shared/torch_home/hub/checkpoints/mobilenet_v2-b0353104.pth is absent")
+    return MOBILENET_FILE
+
+
+def write_image(path: Path, color, size=(64, 48), fmt="JPEG", mode="RGB") -> Path:
+    from PIL import Image, ImageDraw
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img = Image.new("RGB", size, color)
+    ImageDraw.Draw(img).rectangle([size[0] // 4, size[1] // 4, size[0] // 2, size[1] // 2], fill=(255 - color[0], 255 - color[1], 255 - color[2]))
+    if mode != "RGB":
+        img = img.convert(mode)
+    img.save(path, fmt)
+    return path
+
+
+@pytest.fixture
+def tiny_folders(tmp_path) -> Path:
+    """Two visually distinct classes, 10 images each, in the one-folder layout."""
+    root = tmp_path / "tiny"
+    for i in range(10):
+        write_image(root / "red" / f"r{i}.jpg", (200 + i, 20, 30))
+        write_image(root / "blue" / f"b{i}.jpg", (20, 30, 200 + i))
+    return root
+
+
+@pytest.fixture
+def tiny_split(tmp_path) -> Path:
+    root = tmp_path / "tinysplit"
+    for split, n in (("train", 8), ("val", 4)):
+        for i in range(n):
+            write_image(root / split / "red" / f"r{i}.jpg", (200 + i, 20, 30))
+            write_image(root / split / "blue" / f"b{i}.png", (20, 30, 200 + i), fmt="PNG")
+    return root
+
+
+@pytest.fixture
+def isolated_dirs(tmp_path, monkeypatch):
+    """Runs and extracted uploads go to a temporary folder, not the checkout."""
+    monkeypatch.setattr(paths, "DEFAULT_RUNS_DIR", tmp_path / "runs")
+    monkeypatch.setattr(paths, "DEFAULT_DATA_DIR", tmp_path / "data")
+    return tmp_path
+
+
+@pytest.fixture
+def app(isolated_dirs):
+    """An AppTest of the dashboard; ``app(page)`` opens that page."""
+    from streamlit.testing.v1 import AppTest
+
+    def open_page(page: str | None = None, state: dict | None = None):
+        at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=180)
+        for k, v in (state or {}).items():
+            at.session_state[k] = v
+        if page:
+            at.switch_page(page)
+        return at.run()
+    return open_page
+
+
+def make_run(data, runs_dir, name="r1", arch="mobilenet_v3_small", weights="none", freeze="none", epochs=1):
+    from core.experiment import ExperimentConfig, run_experiment
+    from core.trainer import TrainConfig
+    cfg = ExperimentConfig(data=str(data), arch=arch, weights=weights, freeze=freeze, name=name,
+                           train=TrainConfig(epochs=epochs, batch_size=8))
+    run_dir, _, _ = run_experiment(cfg, runs_dir=runs_dir)
+    return run_dir
+
+
+def wait_for_jobs(owner: str, timeout: float = 300) -> None:
+    import time
+    from ui.jobs import registry
+    end = time.time() + timeout
+    while any(j.active for j in registry().of(owner)):
+        if time.time() > end:
+            raise TimeoutError("training job still running")
+        time.sleep(0.2)

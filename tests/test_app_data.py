@@ -1,0 +1,63 @@
+"""Data page (AppTest): the demo preselected, a folder, a zip, and bad input."""
+import io
+import zipfile
+
+from PIL import Image
+
+from ui import state as S
+
+
+def texts(els):
+    return " ".join(e.value for e in els)
+
+
+def test_demo_is_preselected_with_counts_and_samples(app, ants_bees):
+    at = app()
+    assert not at.exception
+    assert "2 classes" in texts(at.success) and "245 training and 153 validation" in texts(at.success)
+    assert at.get("plotly_chart")
+    assert any(e.label.startswith("Skipped files: 0") for e in at.expander)
+    before = at.session_state["grid_seed"]
+    at.button[0].click().run()  # "Draw new samples"
+    assert at.session_state["grid_seed"] == before + 1 and not at.exception
+    assert len(at.image) >= 1
+
+
+def test_folder_source_and_a_bad_folder(app, tiny_folders, tmp_path):
+    at = app()
+    at.radio(key=S.DATA_SOURCE).set_value("folder").run()
+    at.text_input[0].input(str(tiny_folders))
+    next(b for b in at.button if b.label == "Use this folder").click().run()
+    assert not at.exception
+    assert "2 classes" in texts(at.success) and "16 training and 4 validation" in texts(at.success)
+    at.text_input[0].input(str(tmp_path / "nowhere"))
+    next(b for b in at.button if b.label == "Use this folder").click().run()
+    assert not at.exception and "dataset not found" in texts(at.error)
+
+
+def _zip_bytes(entries):
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        for name, data in entries.items():
+            z.writestr(name, data)
+    return buf.getvalue()
+
+
+def _jpeg(color):
+    b = io.BytesIO()
+    Image.new("RGB", (40, 40), color).save(b, "JPEG")
+    return b.getvalue()
+
+
+def test_zip_upload_and_unsafe_zip(app):
+    at = app()
+    at.radio(key=S.DATA_SOURCE).set_value("zip").run()
+    good = _zip_bytes({f"set/{c}/{i}.jpg": _jpeg(col) for c, col in (("cat", (250, 0, 0)), ("dog", (0, 0, 250))) for i in range(5)}
+                      | {"set/dog/broken.jpg": b"nope"})
+    at.file_uploader[0].set_value(("set.zip", good, "application/zip")).run()
+    assert not at.exception
+    assert "2 classes" in texts(at.success)
+    assert any(e.label.startswith("Skipped files: 1") for e in at.expander)
+    evil = _zip_bytes({"../../evil.jpg": b"x", "a/b.jpg": _jpeg((1, 2, 3))})
+    at.file_uploader[0].set_value(("evil.zip", evil, "application/zip")).run()
+    assert not at.exception and "outside the target folder" in texts(at.error)

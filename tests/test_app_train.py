@@ -1,0 +1,50 @@
+"""Train page (AppTest): a background run with live curves, and transfer vs scratch."""
+from core.runs import list_runs
+from tests.conftest import wait_for_jobs
+from ui import state as S
+
+
+def number(at, label):
+    return next(n for n in at.number_input if n.label == label)
+
+
+def tiny_state(path):
+    return {S.DATA_SOURCE: "folder", S.DATA_PATH: str(path), S.ARCH: "mobilenet_v3_small", S.WEIGHTS: "none",
+            S.FREEZE: "none"}
+
+
+def test_no_dataset_links_to_data_page(app, monkeypatch):
+    at = app("pages/train.py", {S.DATA_SOURCE: "folder", S.DATA_PATH: None})
+    assert not at.exception
+    assert "No dataset is selected" in at.info[0].value
+    assert any("Data" in str(link.label) for link in at.get("page_link"))
+
+
+def test_start_trains_in_background_and_saves_a_run(app, tiny_folders, isolated_dirs):
+    at = app("pages/train.py", tiny_state(tiny_folders))
+    number(at, "Epochs").set_value(2)
+    number(at, "Batch size").set_value(8)
+    next(b for b in at.button if "Start" in b.label).click().run()
+    assert not at.exception
+    wait_for_jobs(at.session_state[S.SESSION])
+    at.run()
+    assert not at.exception
+    assert any("best val accuracy" in s.value for s in at.success)
+    runs = list_runs(isolated_dirs / "runs")
+    assert len(runs) == 1 and runs[0]["summary"]["epochs"] == 2
+    assert runs[0]["config"]["arch"] == "mobilenet_v3_small"
+
+
+def test_transfer_vs_scratch_runs_three(app, tiny_folders, isolated_dirs, mobilenet_file):
+    at = app("pages/train.py", {**tiny_state(tiny_folders), S.ARCH: "mobilenet_v2", S.WEIGHTS: "imagenet"})
+    number(at, "Epochs").set_value(1)
+    number(at, "Batch size").set_value(8)
+    next(b for b in at.button if "Transfer vs scratch" in b.label).click().run()
+    wait_for_jobs(at.session_state[S.SESSION])
+    at.run()
+    assert not at.exception
+    done = [s.value for s in at.success]
+    assert len(done) == 3 and {"pretrained, frozen", "pretrained, fine-tuned", "from scratch"} == {d.split(":")[0] for d in done}
+    runs = list_runs(isolated_dirs / "runs")
+    assert sorted(r["config"]["weights"] for r in runs) == ["imagenet", "imagenet", "none"]
+    assert len({r["config"]["train"]["seed"] for r in runs}) == 1

@@ -1,0 +1,114 @@
+"""The command line, end to end on the real ants/bees photos and MobileNetV2 weights."""
+import json
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from core.predict import evaluate
+from core.runs import load_run
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def cli(*args, check=True):
+    env = {**os.environ, "TRANSFERLAB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
+    p = subprocess.run([sys.executable, "-m", "core", *map(str, args)], capture_output=True, text=True, cwd=ROOT, env=env)
+    if check and p.returncode != 0:
+        raise AssertionError(f"exit {p.returncode}\n{p.stdout}\n{p.stderr}")
+    return p
+
+
+@pytest.fixture(scope="module")
+def frozen_run(tmp_path_factory):
+    from core.paths import demo_dataset
+    if demo_dataset() is None:
+        pytest.skip("../shared/datasets/hymenoptera_data is absent")
+    runs = tmp_path_factory.mktemp("runs")
+    p = cli("train", demo_dataset(), "--arch", "mobilenet_v2", "--weights", "imagenet", "--freeze", "backbone",
+            "--epochs", "3", "--runs-dir", runs, "--name", "frozen")
+    lines = p.stdout.strip().splitlines()
+    return json.loads(lines[-1]), lines, runs
+
+
+def test_train_frozen_reaches_90_percent(frozen_run):
+    summary, lines, _ = frozen_run
+    assert summary["best_val_acc"] >= 0.90
+    assert summary["epochs"] == 3 and 1 <= summary["best_epoch"] <= 3
+    assert summary["num_train"] == 245 and summary["num_val"] == 153 and summary["skipped"] == 0
+    assert summary["device"] == "cpu" and summary["seconds"] > 0
+    assert sum(line.startswith("epoch") for line in lines) == 3
+
+
+def test_saved_model_evaluates_to_the_recorded_accuracy(frozen_run):
+    summary, _, _ = frozen_run
+    ev = evaluate(summary["run_dir"])
+    assert ev["accuracy"] == pytest.approx(summary["best_val_acc"], abs=1e-9)
+    assert sum(map(sum, ev["confusion"])) == 153
+    assert len(ev["misclassified"]) == round(153 * (1 - ev["accuracy"]))
+
+
+def test_predict_json_lines_and_a_bad_file(frozen_run, ants_bees, tmp_path):
+    summary, _, _ = frozen_run
+    bee = sorted((ants_bees / "val" / "bees").iterdir())[0]
+    bad = tmp_path / "broken.jpg"
+    bad.write_bytes(b"\xff\xd8\xffnot really")
+    p = cli("predict", summary["run_dir"], bee, bad, "--topk", "2", check=False)
+    assert p.returncode == 1
+    good, err = [json.loads(line) for line in p.stdout.strip().splitlines()]
+    assert good["image"] == str(bee) and [t["label"] for t in good["top"]][0] == "bees"
+    assert abs(sum(t["prob"] for t in good["top"]) - 1) < 1e-5
+    assert err["image"] == str(bad) and "error" in err
+    assert cli("predict", summary["run_dir"], bee).returncode == 0
+
+
+def test_runs_lists_the_run(frozen_run):
+    _, _, runs = frozen_run
+    out = json.loads(cli("runs", "--runs-dir", runs).stdout)
+    assert [r["name"] for r in out["runs"]] == ["frozen"]
+
+
+def test_scratch_runs_and_is_reported_honestly(ants_bees, tmp_path):
+    p = cli("train", ants_bees, "--weights", "none", "--freeze", "none", "--epochs", "2", "--batch-size", "8",
+            "--runs-dir", tmp_path)
+    summary = json.loads(p.stdout.strip().splitlines()[-1])
+    run = load_run(summary["run_dir"])
+    assert run["config"]["weights_loaded"] == "none" and run["load_report"] is None
+    assert 0.0 <= summary["best_val_acc"] <= 1.0 and summary["path"] == "plain"
+
+
+def test_inspect(mobilenet_file):
+    out = json.loads(cli("inspect", "--arch", "resnet18", "--num-classes", "3", "--freeze", "4").stdout)
+    assert out["head"] == "fc" and out["in_features"] == 512 and out["num_classes"] == 3
+    assert [s["name"] for s in out["stages"]][:5] == ["stem", "layer1", "layer2", "layer3", "layer4"]
+    assert out["stages"][4]["trainable"] == out["stages"][4]["params"] and out["stages"][3]["trainable"] == 0
+    out = json.loads(cli("inspect", "--arch", "mobilenet_v2", "--weights", mobilenet_file, "--freeze", "backbone").stdout)
+    assert out["load_report"]["counts"] == {"loaded": 312, "skipped_shape": 2, "missing": 2, "unexpected": 0}
+    assert out["trainable_params"] == 1280 * 2 + 2
+
+
+@pytest.mark.parametrize("args,message", [
+    (["train", "/no/such/folder"], "dataset not found"),
+    (["train", "{zip}"], "not a readable zip"),
+    (["train", "{unsafe}"], "outside the target"),
+    (["inspect", "--arch", "resnet19"], "unknown architecture 'resnet19'"),
+    (["inspect", "--arch", "resnet18", "--weights", "imagenet"], "resnet18-f37072fd.pth"),
+    (["inspect", "--arch", "resnet18", "--weights", "{evil}"], "needs code to load"),
+    (["predict", "/no/run", "x.jpg"], "run not found"),
+])
+def test_bad_input_exits_2_with_one_line(tmp_path, args, message):
+    (tmp_path / "damaged.zip").write_bytes(b"PK\x03\x04junk")
+    with zipfile.ZipFile(tmp_path / "unsafe.zip", "w") as z:
+        z.writestr("../escape.jpg", b"x")
+    import pickle
+    with open(tmp_path / "evil.pth", "wb") as f:  # a pickle that needs a class: code, not tensors
+        pickle.dump({"state_dict": zipfile.ZipInfo("a")}, f)
+    subs = {"{zip}": tmp_path / "damaged.zip", "{unsafe}": tmp_path / "unsafe.zip", "{evil}": tmp_path / "evil.pth"}
+    p = cli(*[subs.get(a, a) for a in args], check=False)
+    assert p.returncode == 2
+    err = p.stderr.strip().splitlines()
+    assert len(err) == 1 and message in err[0] and "Traceback" not in p.stderr
+    assert not (tmp_path / "escape.jpg").exists()

@@ -1,0 +1,1 @@
+"""Dashboard helpers shared by the pages: state keys, background jobs, cached loaders."""

@@ -1,0 +1,139 @@
+"""Cached loaders, charts and prerequisite checks the pages share."""
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import plotly.graph_objects as go
+import streamlit as st
+from plotly.subplots import make_subplots
+
+from core import paths
+from core.data import scan_dataset
+from core.device import device_label
+from core.predict import Predictor, evaluate
+from core.runs import list_runs
+from core.surgery import freeze, summarize
+from core.zoo import arch_info, build_model, list_architectures
+
+from . import state as S
+
+def page_link(title: str, label: str | None = None) -> None:
+    """A link to another page, by its file (works under st.navigation and alone)."""
+    st.page_link(f"pages/{title.lower()}.py", label=label or f"Go to {title}", icon=":material/arrow_forward:")
+
+
+@st.cache_data(show_spinner="Reading the dataset…", max_entries=16)
+def cached_scan(source: str, val_split: float, seed: int):
+    return scan_dataset(source, val_split, seed)
+
+
+def current_dataset():
+    """The selected dataset, scanned (cached), or None with the reason shown."""
+    path = st.session_state.get(S.DATA_PATH)
+    if path is None and st.session_state.get(S.DATA_SOURCE) == "demo":
+        demo = paths.demo_dataset()
+        path = str(demo) if demo else None
+        st.session_state[S.DATA_PATH] = path
+    if path is None:
+        return None
+    return cached_scan(path, st.session_state[S.VAL_SPLIT], st.session_state[S.DATA_SEED])
+
+
+def require_dataset():
+    """The dataset, or a message with a link to the Data page and ``st.stop()``."""
+    try:
+        ds = current_dataset()
+    except Exception as e:  # noqa: BLE001 - any scan failure is shown, not raised
+        st.error(f"The selected dataset cannot be used: {e}")
+        ds = None
+    if ds is None:
+        st.info("No dataset is selected yet. Choose one on the Data page first.")
+        page_link("Data")
+        st.stop()
+    return ds
+
+
+@st.cache_resource(show_spinner="Building the model…", max_entries=8)
+def cached_model(arch: str, num_classes: int, weights: str, hidden: int, dropout: float):
+    """A built model, shared and never mutated: callers copy it before surgery."""
+    return build_model(arch, num_classes, weights, hidden, dropout, seed=0)
+
+
+def weights_argument() -> str:
+    w = st.session_state[S.WEIGHTS]
+    return st.session_state[S.WEIGHTS_FILE] if w == "file" else w
+
+
+def model_summary(num_classes: int) -> tuple[dict, object]:
+    """(summary with the current freeze applied, built model) for the Model page."""
+    built = cached_model(st.session_state[S.ARCH], num_classes, weights_argument(), st.session_state[S.HIDDEN],
+                         st.session_state[S.DROPOUT])
+    model = copy.deepcopy(built.model)
+    freeze(model, st.session_state[S.ARCH], st.session_state[S.FREEZE])
+    return summarize(model, st.session_state[S.ARCH]), built
+
+
+@st.cache_data(show_spinner=False)
+def cached_arch_info(arch: str) -> dict:
+    return arch_info(arch)
+
+
+@st.cache_data(show_spinner=False)
+def all_arch_infos() -> list[dict]:
+    return [arch_info(a) for a in list_architectures()]
+
+
+@st.cache_resource(show_spinner="Loading the run's model…", max_entries=4)
+def cached_predictor(run_dir: str, mtime: float):
+    return Predictor(run_dir)
+
+
+def predictor_for(run_dir: str) -> Predictor:
+    return cached_predictor(run_dir, Path(run_dir, "summary.json").stat().st_mtime)
+
+
+@st.cache_data(show_spinner="Evaluating on the validation split…", max_entries=8)
+def cached_evaluation(run_dir: str, mtime: float) -> dict:
+    return evaluate(run_dir)
+
+
+def runs() -> list[dict]:
+    return list_runs(paths.DEFAULT_RUNS_DIR)
+
+
+def run_label(r: dict) -> str:
+    s, c = r["summary"], r["config"]
+    return f"{r['name']} — {c.get('arch')} · best val {s.get('best_val_acc', 0):.1%}"
+
+
+@st.cache_resource
+def device_name() -> str:
+    return device_label()
+
+
+def curves_figure(series: list[tuple[str, list[dict]]], height: int = 380) -> go.Figure:
+    """Loss and accuracy per epoch, train dashed and val solid, one colour per run."""
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("Loss", "Accuracy"))
+    palette = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf", "#8c564b", "#e377c2"]
+    for k, (name, history) in enumerate(series):
+        color = palette[k % len(palette)]
+        epochs = [h["epoch"] for h in history]
+        for col, metric in ((1, "loss"), (2, "acc")):
+            for split, dash in (("train", "dash"), ("val", "solid")):
+                fig.add_trace(go.Scatter(x=epochs, y=[h[f"{split}_{metric}"] for h in history], mode="lines+markers",
+                                         name=f"{name} {split}", legendgroup=name, showlegend=col == 1,
+                                         line={"color": color, "dash": dash}), row=1, col=col)
+    fig.update_xaxes(title_text="epoch", dtick=1)
+    fig.update_yaxes(range=[0, 1.02], row=1, col=2)
+    fig.update_layout(height=height, margin={"l": 10, "r": 10, "t": 40, "b": 10}, legend={"orientation": "h", "y": -0.25})
+    return fig
+
+
+@st.cache_data(show_spinner=False)
+def cached_arch_transform(arch: str) -> dict:
+    """The transform spec of the weights a model of ``arch`` would load here."""
+    from core.transforms import TransformSpec
+    from core.zoo import local_weights, weight_versions
+    found = local_weights(arch)
+    return TransformSpec.from_weights(found[0] if found else weight_versions(arch)[0]).to_dict()

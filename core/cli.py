@@ -21,7 +21,7 @@ def _freeze_arg(value: str):
 
 
 class EpochPrinter:
-    """Prints a line per epoch to stderr-free stdout, before the final JSON line."""
+    """Prints a line per epoch on stdout; the JSON summary line comes after them."""
 
     def on_run_start(self, info):
         print(f"training on {info['num_train']} images, validating on {info['num_val']} "

@@ -11,11 +11,7 @@ from ui import state as S
 S.init_state()  # idempotent: a page works opened directly, not only through app.py
 
 st.title("Compare runs")
-all_runs = common.runs()
-if not all_runs:
-    st.info("No finished runs yet. Train one on the Train page.")
-    common.page_link("Train")
-    st.stop()
+all_runs = common.require_runs("No finished runs yet. Train one on the Train page.")
 by_dir = {r["dir"]: r for r in all_runs}
 default = [d for d in st.session_state[S.SELECTED_RUNS] if d in by_dir] or [r["dir"] for r in all_runs[:3]]
 chosen = st.multiselect("Runs", list(by_dir), default=default, format_func=lambda d: common.run_label(by_dir[d]))

@@ -12,11 +12,7 @@ from ui import state as S
 S.init_state()  # idempotent: a page works opened directly, not only through app.py
 
 st.title("Predict")
-all_runs = common.runs()
-if not all_runs:
-    st.info("No trained run yet. Train one on the Train page, then come back with your photos.")
-    common.page_link("Train")
-    st.stop()
+all_runs = common.require_runs("No trained run yet. Train one on the Train page, then come back with your photos.")
 by_dir = {r["dir"]: r for r in all_runs}
 if st.session_state[S.PREDICT_RUN] not in by_dir:
     st.session_state[S.PREDICT_RUN] = max(all_runs, key=lambda r: r["summary"].get("best_val_acc", 0))["dir"]

@@ -102,6 +102,16 @@ def runs() -> list[dict]:
     return list_runs(paths.DEFAULT_RUNS_DIR)
 
 
+def require_runs(message: str) -> list[dict]:
+    """The finished runs, or ``message`` with a link to the Train page and ``st.stop()``."""
+    found = runs()
+    if not found:
+        st.info(message)
+        page_link("Train")
+        st.stop()
+    return found
+
+
 def run_label(r: dict) -> str:
     s, c = r["summary"], r["config"]
     return f"{r['name']} — {c.get('arch')} · best val {s.get('best_val_acc', 0):.1%}"

@@ -52,6 +52,7 @@ def server(tmp_path, ants_bees, mobilenet_file):
 def test_train_compare_predict_in_chromium(server, ants_bees):
     from playwright.sync_api import expect, sync_playwright
     SHOTS.mkdir(parents=True, exist_ok=True)
+    expect.set_options(timeout=90_000)  # a cold first start imports torch and scans the photos
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=[
             "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",

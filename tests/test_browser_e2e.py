@@ -67,6 +67,13 @@ def test_train_compare_predict_in_chromium(server, ants_bees):
         def goto(title):
             page.get_by_role("link", name=title).first.click()
 
+        # First visit of a fresh server straight to a deep link: app.py must still run
+        # (sidebar with the device, our navigation), not Streamlit's pages/ folder mode.
+        page.goto(f"{server}/model")
+        expect(page.get_by_text("Device:")).to_be_visible()
+        expect(page.get_by_text("Trainable share")).to_be_visible()
+        assert "Data" in page.locator('[data-testid="stSidebarNav"]').inner_text()
+
         page.goto(server)
         expect(page.get_by_text("245 training and 153 validation")).to_be_visible()
         shoot("1-data")

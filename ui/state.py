@@ -1,6 +1,7 @@
 """Session state: every key the pages share is a constant here, with its default."""
 from __future__ import annotations
 
+import sys
 import uuid
 
 import streamlit as st
@@ -30,8 +31,25 @@ DEFAULTS = {DATA_SOURCE: "demo", DATA_PATH: None, VAL_SPLIT: 0.2, DATA_SEED: 0, 
             TRAIN_CFG: None, JOB_ID: None, SELECTED_RUNS: [], PREDICT_RUN: None}
 
 
+def _leave_pages_folder_mode() -> None:
+    """Streamlit decides once per process, on its first script run, whether a ``pages/``
+    folder means its old folder-based navigation; only ``st.navigation`` turns that off.
+    A server whose first visitor opens ``/train`` directly would never run app.py (no
+    sidebar, old page list) for anyone.  Turn it off and rerun through app.py."""
+    if "streamlit.testing.v1.app_test" in sys.modules:
+        return  # AppTest opens pages one by one on purpose (and resets the flag every run)
+    try:
+        from streamlit.runtime.pages_manager import PagesManager
+    except ImportError:  # a Streamlit without the flag has no such mode
+        return
+    if getattr(PagesManager, "uses_pages_directory", False):
+        PagesManager.uses_pages_directory = False
+        st.rerun()
+
+
 def init_state() -> None:
     """Defaults for missing keys, and this tab's id: from the URL after a refresh, else new."""
+    _leave_pages_folder_mode()
     for key, value in DEFAULTS.items():
         st.session_state.setdefault(key, value)
     if st.session_state[DATA_SOURCE] == "demo" and st.session_state[DATA_PATH] is None:

@@ -79,6 +79,7 @@ def baseline(data: str, arch: str, mode: str, epochs: int, batch_size: int, seed
             if phase == "val" and acc > best_acc:
                 best_acc, best_wts = acc, copy.deepcopy(model.state_dict())
         epoch_secs.append(time.perf_counter() - te)
+    model.load_state_dict(best_wts)  # as the tutorial ends
     total = time.perf_counter() - t0
     return {"seconds": total, "s_per_epoch": total / epochs, "best_val_acc": best_acc,
             "images_per_s": len(sets["train"]) * epochs / sum(epoch_secs)}
@@ -96,8 +97,9 @@ def ours(data: str, arch: str, mode: str, epochs: int, batch_size: int, seed: in
         cfg = ExperimentConfig(data=data, arch=arch, weights=weights, freeze=strategy,
                                train=TrainConfig(epochs=epochs, batch_size=batch_size, seed=seed))
         run_dir, result, seconds = run_experiment(cfg, runs_dir=runs)
+        summary = load_run(run_dir)["summary"]
         out = {"seconds": seconds, "s_per_epoch": seconds / epochs, "best_val_acc": result.best_val_acc,
-               "num_train": load_run(run_dir)["summary"]["num_train"], "num_val": load_run(run_dir)["summary"]["num_val"],
+               "num_train": summary["num_train"], "num_val": summary["num_val"],
                "images_per_s": statistics.mean(h["images_per_s"] for h in result.history), "path": result.path,
                "prep_seconds": result.prep_seconds}
         if mode == "frozen":

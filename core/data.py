@@ -46,12 +46,6 @@ class Dataset:
             out[split] = {name: c.get(i, 0) for i, name in enumerate(self.classes)}
         return out
 
-    def describe(self) -> dict:
-        return {"root": str(self.root), "layout": self.layout, "classes": self.classes,
-                "num_train": len(self.train), "num_val": len(self.val), "counts": self.counts(),
-                "val_split": self.val_split, "seed": self.seed,
-                "skipped": [{"path": p, "reason": r} for p, r in self.skipped]}
-
 
 def check_image(path: str) -> str | None:
     """None if ``path`` decodes as an image, else the reason it is skipped."""

@@ -69,9 +69,6 @@ class DecodedImages:
     def __len__(self) -> int:
         return len(self.images)
 
-    def nbytes(self) -> int:
-        return sum(t.numel() for t in self.images)
-
 
 def _normalize(batch_uint8: torch.Tensor, spec: TransformSpec) -> torch.Tensor:
     # The very ops of the PIL pipeline's tail, so cached and plain tensors are bit-identical.

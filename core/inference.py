@@ -26,13 +26,13 @@ def fused_for_inference(model: nn.Module) -> nn.Module:
             fused = fuse(model, inplace=False)
     except Exception:  # noqa: BLE001 - data-dependent control flow: FX cannot trace every model
         model.train(was_training)
-        return _eval_view(model)
+        return _EvalView(model)
     model.train(was_training)
     device = next(model.parameters()).device
     return fused.to(device, memory_format=torch.channels_last).eval().requires_grad_(False)
 
 
-class _eval_view(nn.Module):
+class _EvalView(nn.Module):
     """Runs ``model`` in eval mode, restoring its mode afterwards."""
 
     def __init__(self, model: nn.Module):

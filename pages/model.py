@@ -87,13 +87,7 @@ if weights != "none":
                                     st.session_state[S.DROPOUT])
     except TransferLabError as e:
         st.error(str(e))
-summary, _ = common.model_summary(num_classes) if built is not None or weights == "none" else (None, None)
-if summary is None:  # weights unavailable: still show the structure
-    from core.surgery import freeze, summarize
-    import copy
-    m = copy.deepcopy(structure.model)
-    freeze(m, st.session_state[S.ARCH], st.session_state[S.FREEZE])
-    summary = summarize(m, st.session_state[S.ARCH])
+summary = common.frozen_summary(built or structure)  # the structure alone when the weights are unavailable
 
 st.subheader("Stages")
 st.caption(f"Head: `{summary['head']}` · {summary['in_features']} input features → {num_classes} classes")

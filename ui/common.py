@@ -65,18 +65,11 @@ def weights_argument() -> str:
     return st.session_state[S.WEIGHTS_FILE] if w == "file" else w
 
 
-def model_summary(num_classes: int) -> tuple[dict, object]:
-    """(summary with the current freeze applied, built model) for the Model page."""
-    built = cached_model(st.session_state[S.ARCH], num_classes, weights_argument(), st.session_state[S.HIDDEN],
-                         st.session_state[S.DROPOUT])
-    model = copy.deepcopy(built.model)
+def frozen_summary(built) -> dict:
+    """Stage table of a cached model with the selected freeze applied to a copy of it."""
+    model = copy.deepcopy(built.model)  # cached models are shared: never freeze them in place
     freeze(model, st.session_state[S.ARCH], st.session_state[S.FREEZE])
-    return summarize(model, st.session_state[S.ARCH]), built
-
-
-@st.cache_data(show_spinner=False)
-def cached_arch_info(arch: str) -> dict:
-    return arch_info(arch)
+    return summarize(model, st.session_state[S.ARCH])
 
 
 @st.cache_data(show_spinner=False)

@@ -37,7 +37,6 @@ class RunProgress:
     started: float | None = None
     finished: float | None = None
     prep_seconds: float = 0.0
-    epoch_started: float | None = None
 
     @property
     def elapsed(self) -> float:
@@ -53,7 +52,6 @@ class _Listener:
     def on_run_start(self, info):
         self.p.status, self.p.path, self.p.batches = "running", info["path"], info["batches_per_epoch"]
         self.p.prep_seconds = info["prep_seconds"]
-        self.p.epoch_started = time.time()
 
     def on_batch_end(self, info):
         self.p.phase = info.get("phase", "train")
@@ -61,7 +59,6 @@ class _Listener:
 
     def on_epoch_end(self, record):
         self.p.history.append(record)
-        self.p.epoch_started = time.time()
 
 
 @dataclass

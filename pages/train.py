@@ -50,6 +50,7 @@ def experiment(weights: str, freeze, name: str | None) -> ExperimentConfig:
 
 st.caption(f"Model: **{S.model_label()}** · data: **{ds.root.name}** ({len(ds.classes)} classes) · change them on the Model and Data pages.")
 running = next((j for j in jobs.of(owner) if j.active), None)
+st.session_state[S.BUTTONS_BUSY] = running is not None
 name = st.text_input("Run name (optional)", placeholder="generated from the model and time")
 c1, c2, c3 = st.columns([1, 1, 2])
 if c1.button("Start", icon=":material/play_arrow:", type="primary", disabled=running is not None):
@@ -80,6 +81,9 @@ def live():
     if job is None:
         st.info("Press **Start** to train, or run the transfer-vs-scratch experiment.")
         return
+    if st.session_state.get(S.BUTTONS_BUSY) and not job.active:
+        st.session_state[S.BUTTONS_BUSY] = False
+        st.rerun()  # the whole page, so Start comes back and Stop greys out
     st.subheader(job.title)
     r = job.current
     if r is not None:

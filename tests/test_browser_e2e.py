@@ -88,6 +88,7 @@ def test_train_compare_predict_in_chromium(server, ants_bees):
         epochs.press("Enter")
         page.get_by_role("button", name="Start").click()
         expect(page.get_by_text("best val accuracy")).to_be_visible(timeout=240_000)
+        expect(page.get_by_role("button", name="Start")).to_be_enabled()  # not left greyed out after the run
         shoot("3-train")
 
         goto("Compare")

@@ -21,6 +21,7 @@ FREEZE = "freeze"                  # "backbone" | "none" | int | list of stage n
 # Train page
 TRAIN_CFG = "train_cfg"            # dict of TrainConfig fields
 JOB_ID = "job_id"                  # this tab's latest job
+BUTTONS_BUSY = "train_buttons_busy"  # Start/Stop were drawn while a job ran (they sit outside the live fragment)
 # Compare / Predict
 SELECTED_RUNS = "selected_runs"
 PREDICT_RUN = "predict_run"

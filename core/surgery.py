@@ -69,9 +69,10 @@ def make_head(old: nn.Module, num_classes: int, hidden: int = 0, dropout: float 
 
 def reset_classifier(model: nn.Module, arch: str, num_classes: int, hidden: int = 0, dropout: float = 0.0) -> nn.Module:
     """Replace the head (and auxiliary heads) for ``num_classes`` outputs, in place."""
-    for p in head_paths(model, arch):
-        model.set_submodule(p, make_head(model.get_submodule(p), num_classes, hidden if p == head_path(model, arch) else 0,
-                                         dropout if p == head_path(model, arch) else 0.0))
+    main = head_path(model, arch)
+    for p in head_paths(model, arch):  # auxiliary heads get a plain linear layer
+        extra = (hidden, dropout) if p == main else (0, 0.0)
+        model.set_submodule(p, make_head(model.get_submodule(p), num_classes, *extra))
     if hasattr(model, "num_classes"):
         model.num_classes = num_classes  # SqueezeNet reads it
     return model

@@ -44,7 +44,7 @@ elif source == "folder":
         st.session_state[S.DATA_PATH] = folder.strip() or None
 else:
     up = st.file_uploader("A .zip of class folders (or of train/ and val/)", type=["zip"])
-    if up is not None:
+    if up is not None and st.session_state.get("zip_imported") != up.file_id:
         digest = hashlib.sha1(up.getvalue()).hexdigest()[:12]
         saved = paths.DEFAULT_DATA_DIR / "uploads" / f"{Path(up.name).stem}-{digest}.zip"
         saved.parent.mkdir(parents=True, exist_ok=True)
@@ -54,6 +54,7 @@ else:
         try:
             root = resolve_source(saved, progress=lambda done, total: bar.progress(done / max(total, 1), text="Extracting…"))
             st.session_state[S.DATA_PATH] = str(root)
+            st.session_state["zip_imported"] = up.file_id  # reruns reuse it instead of hashing it again
             bar.progress(1.0, text=f"Extracted to {root}")
         except TransferLabError as e:
             bar.empty()

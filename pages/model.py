@@ -29,7 +29,8 @@ by_name = {i["arch"]: i for i in infos}
 def arch_label(name: str) -> str:
     i = by_name[name]
     mark = "pretrained weights here" if i["pretrained_local"] else "pretrained: needs download"
-    return f"{i['family']} · {name} · {(i['params'] or 0) / 1e6:.1f}M params · {mark}"
+    family = f" ({i['family']})" if i["family"] != name else ""
+    return f"{name}{family} · {(i['params'] or 0) / 1e6:.1f}M params · {mark}"
 
 
 st.selectbox("Architecture (grouped by family)", [i["arch"] for i in infos], key=S.ARCH, format_func=arch_label)

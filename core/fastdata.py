@@ -57,14 +57,31 @@ def _decode_resized(path: str, short: int, spec: TransformSpec, upscale: bool = 
     return F.pil_to_tensor(img)
 
 
-class DecodedImages:
-    """uint8 CHW tensors of a list of (path, label) samples, resized so the shorter side is ``short``."""
+class Stopped(Exception):
+    """A stop request arrived while preparing data: nothing half-made is kept."""
 
-    def __init__(self, samples: list[tuple[str, int]], short: int, spec: TransformSpec, upscale: bool = True):
+
+class DecodedImages:
+    """uint8 CHW tensors of a list of (path, label) samples, resized so the shorter side is ``short``.
+
+    Decoded in chunks so ``progress(done, total)`` can report and ``stop`` (a
+    ``threading.Event``) can end it within a chunk's time."""
+
+    CHUNK = 16
+
+    def __init__(self, samples: list[tuple[str, int]], short: int, spec: TransformSpec, upscale: bool = True,
+                 progress=None, stop=None):
         self.short, self.spec = short, spec
         self.labels = torch.tensor([label for _, label in samples])
+        self.images = []
         with ThreadPoolExecutor(max_workers=workers()) as pool:  # Pillow decodes without the GIL
-            self.images = list(pool.map(lambda s: _decode_resized(s[0], short, spec, upscale), samples))
+            for start in range(0, len(samples), self.CHUNK):
+                if stop is not None and stop.is_set():
+                    raise Stopped
+                chunk = samples[start:start + self.CHUNK]
+                self.images += pool.map(lambda s: _decode_resized(s[0], short, spec, upscale), chunk)
+                if progress:
+                    progress(len(self.images), len(samples))
 
     def __len__(self) -> int:
         return len(self.images)
@@ -106,7 +123,7 @@ class BatchSource:
     """
 
     def __init__(self, samples, spec: TransformSpec, train: bool, batch_size: int, cache_mb: int = DEFAULT_CACHE_MB,
-                 pin_memory: bool = False):
+                 pin_memory: bool = False, progress=None, stop=None):
         self.samples, self.spec, self.train, self.batch_size = samples, spec, train, batch_size
         # Training crops are taken from a presized copy: twice the crop, never upscaled, so
         # RandomResizedCrop sees (nearly) the detail of the original photo.
@@ -114,7 +131,7 @@ class BatchSource:
         self.cache: DecodedImages | None = None
         self.cache_reason = ""
         if cache_mb > 0 and estimate_bytes([p for p, _ in samples], short) <= cache_mb * 2**20:
-            self.cache = DecodedImages(samples, short, spec, upscale=not train)
+            self.cache = DecodedImages(samples, short, spec, upscale=not train, progress=progress, stop=stop)
         else:
             self.cache_reason = f"over the decoded-cache cap of {cache_mb} MB" if cache_mb > 0 else "cache disabled"
             tf = train_transform(spec) if train else eval_transform(spec)

@@ -7,8 +7,14 @@ learned so far, and the best weights, are kept.
 
 Two ways through an epoch, chosen automatically and with the same meaning:
 * plain: full forward/backward over batches from ``fastdata.BatchSource``;
-* frozen fast path (``features.py``): the frozen body runs once, the head trains on its
-  cached output.  Used when only the head trains and the equivalence check passes.
+* frozen fast path (``features.py``, ``frozen_path.py``): the frozen body runs once, the
+  head trains on its cached output, shared across runs by ``feature_cache.py``.  Used
+  when only the head trains and the equivalence check passes.
+
+A stop request takes effect within a batch in every phase (decoding, feature
+extraction, training, validation); a run stopped before its first validated epoch
+keeps nothing.  Besides the events above, ``on_progress({"phase", "done", "total"})``
+reports decoding, feature extraction and validation.
 """
 from __future__ import annotations
 
@@ -19,10 +25,10 @@ from dataclasses import asdict, dataclass, field
 import torch
 from torch import nn
 
-from . import features
+from . import features, frozen_path
 from .inference import fused_for_inference
 from .device import amp_context, inference_batch_size, needs_grad_scaler
-from .fastdata import DEFAULT_CACHE_MB, BatchSource
+from .fastdata import DEFAULT_CACHE_MB, BatchSource, Stopped
 from .surgery import train_mode, trainable_parameters
 from .transforms import TransformSpec
 
@@ -44,6 +50,7 @@ class TrainConfig:
     fast: bool = True               # allow the fast paths
     feature_views: int = 1          # augmented views cached per image on the frozen fast path (1: fastest, same accuracy here)
     cache_mb: int = DEFAULT_CACHE_MB
+    feature_cache: bool = True      # share frozen-body features across runs (same results, see feature_cache.py)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -60,6 +67,8 @@ class TrainResult:
     prep_seconds: float = 0.0
     path: str = "plain"             # plain | frozen-features
     path_note: str = ""
+    stop_phase: str = ""            # where a stop request took effect: queued | preparing | training | validation
+    feature_hits: int = 0           # frozen path: feature sets taken from the shared cache
 
 
 def make_optimizer(params, cfg: TrainConfig) -> torch.optim.Optimizer:
@@ -92,13 +101,18 @@ def compute_loss(out, y, criterion) -> tuple[torch.Tensor, torch.Tensor]:
 
 class Trainer:
     def __init__(self, model: nn.Module, arch: str, train_samples, val_samples, spec: TransformSpec,
-                 cfg: TrainConfig, device: torch.device, listeners=()):
+                 cfg: TrainConfig, device: torch.device, listeners=(), stop: threading.Event | None = None,
+                 feature_cache=None):
         self.model, self.arch, self.spec, self.cfg, self.device = model, arch, spec, cfg, device
         self.train_samples, self.val_samples = train_samples, val_samples
         self.listeners = list(listeners)
-        self._stop = threading.Event()
+        self._stop = stop or threading.Event()  # a job's one stop signal, shared by its runs
         self.autocast = amp_context(device, cfg.amp)
         self.scaler = torch.amp.GradScaler("cuda") if needs_grad_scaler(device, cfg.amp) else None
+        if feature_cache is None and cfg.feature_cache:
+            from .feature_cache import default_cache
+            feature_cache = default_cache()
+        self.feature_cache = feature_cache if cfg.feature_cache else None
 
     # ---- events ----------------------------------------------------------------------
     def emit(self, event: str, payload) -> None:
@@ -120,51 +134,86 @@ class Trainer:
         torch.manual_seed(cfg.seed)
         self.model.to(self.device, memory_format=torch.channels_last)
         train_mode(self.model)
-        blocker = features.fast_path_blocker(self.model, self.arch) if cfg.fast else "fast paths off"
-        pin = self.device.type == "cuda"
-        cache_mb = cfg.cache_mb if cfg.fast else 0
-        self.infer_bs = inference_batch_size(self.device)
-        self.val_source = BatchSource(self.val_samples, self.spec, False, self.infer_bs, cache_mb, pin)
         result = TrainResult()
-        step = None
-        if blocker is None:
-            step = self._prepare_frozen(result)
-        if step is None:
-            result.path_note = result.path_note or blocker or ""
-            self.train_source = BatchSource(self.train_samples, self.spec, True, cfg.batch_size, cache_mb, pin)
-            step = self._plain_epoch
+        try:
+            step = self._prepare(result)
+        except Stopped:  # nothing trained yet: nothing to keep
+            result.stopped, result.stop_phase = True, "preparing"
+            result.seconds = result.prep_seconds = time.perf_counter() - t0
+            self.emit("on_run_end", result)
+            return result
         result.prep_seconds = time.perf_counter() - t0
         opt = make_optimizer(trainable_parameters(self.model), cfg)
         sched = make_scheduler(opt, cfg)
         criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
         self.emit("on_run_start", {"epochs": cfg.epochs, "path": result.path, "path_note": result.path_note,
                                    "num_train": len(self.train_samples), "num_val": len(self.val_samples),
-                                   "batches_per_epoch": self._batches_per_epoch(), "prep_seconds": result.prep_seconds})
+                                   "batches_per_epoch": self._batches_per_epoch(), "prep_seconds": result.prep_seconds,
+                                   "feature_hits": result.feature_hits})
         for epoch in range(1, cfg.epochs + 1):
             te = time.perf_counter()
             torch.manual_seed(cfg.seed * 100_003 + epoch)  # augmentations, shuffles, dropout
             lr = opt.param_groups[0]["lr"]
             train_loss, train_acc, seen = step(epoch, opt, criterion)
             if seen == 0:  # stopped before the first batch of this epoch
+                result.stop_phase = "training"
                 break
-            val_loss, val_acc = self._validate(criterion)
+            tv = time.perf_counter()
+            val = self._validate(criterion, epoch)
+            if val is None:  # stopped mid-validation: this epoch's weights are unvalidated, not kept
+                result.stop_phase = "validation"
+                break
+            val_loss, val_acc = val
             if sched:
                 sched.step()
             secs = time.perf_counter() - te
             record = {"epoch": epoch, "train_loss": train_loss, "train_acc": train_acc, "val_loss": val_loss,
-                      "val_acc": val_acc, "lr": lr, "seconds": secs, "images_per_s": seen / secs,
-                      "partial": seen < len(self.train_samples)}
+                      "val_acc": val_acc, "lr": lr, "seconds": secs, "val_seconds": time.perf_counter() - tv,
+                      "images_per_s": seen / max(tv - te, 1e-9), "partial": seen < len(self.train_samples)}
             result.history.append(record)
             if val_acc > result.best_val_acc or result.best_state is None:
                 result.best_val_acc, result.best_epoch = val_acc, epoch
                 result.best_state = {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()}
             self.emit("on_epoch_end", record)
             if self.stopping:
+                result.stop_phase = "training"
                 break
         result.stopped = self.stopping
         result.seconds = time.perf_counter() - t0
         self.emit("on_run_end", result)
         return result
+
+    def _prepare(self, result: TrainResult):
+        """Choose the path and get its data ready; returns the epoch function."""
+        cfg = self.cfg
+        blocker = features.fast_path_blocker(self.model, self.arch) if cfg.fast else "fast paths off"
+        pin = self.device.type == "cuda"
+        cache_mb = cfg.cache_mb if cfg.fast else 0
+        self.infer_bs = inference_batch_size(self.device)
+        self.val_source = self.val_features = None
+        if blocker is None:
+            got = frozen_path.prepare(self.model, self.arch, self.train_samples, self.val_samples, self.spec, cfg,
+                                      self.device, self.autocast, self.infer_bs, self.feature_cache, self.emit, self._stop)
+            if isinstance(got, str):
+                blocker = got
+            else:
+                self.frozen = got
+                self.tail, self.val_features, self.val_labels = got.tail, got.val_features, got.val_labels
+                result.path, result.feature_hits = "frozen-features", got.hits
+                result.path_note = (f"body run once: {len(got.train_views)} augmented view(s) per training image cached"
+                                    + (f"; {got.hits} of {got.hits + got.computed} feature sets reused from earlier runs"
+                                       if got.hits else ""))
+                return self._frozen_epoch
+        result.path_note = blocker or ""
+
+        def decoded(what):
+            return lambda d, n: self.emit("on_progress", {"phase": "decode", "what": what, "done": d, "total": n})
+        if self.val_source is None:
+            self.val_source = BatchSource(self.val_samples, self.spec, False, self.infer_bs, cache_mb, pin,
+                                          progress=decoded("validation images"), stop=self._stop)
+        self.train_source = BatchSource(self.train_samples, self.spec, True, cfg.batch_size, cache_mb, pin,
+                                        progress=decoded("training images"), stop=self._stop)
+        return self._plain_epoch
 
     def _batches_per_epoch(self) -> int:
         return -(-len(self.train_samples) // self.cfg.batch_size)
@@ -202,76 +251,38 @@ class Trainer:
         return self._run_batches(epoch, self.train_source, forward, opt, criterion)
 
     @torch.inference_mode()
-    def _validate(self, criterion) -> tuple[float, float]:
-        if getattr(self, "val_features", None) is not None:
+    def _validate(self, criterion, epoch: int = 0) -> tuple[float, float] | None:
+        """(loss, accuracy) on the validation split, or None if a stop request cut it short."""
+        if self.val_features is not None:
             batches = ((self.val_features[i:i + 256], self.val_labels[i:i + 256]) for i in range(0, len(self.val_labels), 256))
-            net = self.tail
+            net, total = self.tail, -(-len(self.val_labels) // 256)
         else:
             batches = ((x.to(self.device, non_blocking=True).contiguous(memory_format=torch.channels_last), y)
                        for x, y in self.val_source)
-            net = fused_for_inference(self.model)  # this epoch's weights, BatchNorm folded in
+            net, total = fused_for_inference(self.model), len(self.val_source)  # this epoch's weights, BatchNorm folded in
         self.model.eval()
         total_loss, correct, n = 0.0, 0, 0
-        for x, y in batches:
-            y = y.to(self.device)
-            with self.autocast():
-                logits = net(x.to(self.device))
-            total_loss += criterion(logits.float(), y).item() * y.shape[0]
-            correct += (logits.argmax(1) == y).sum().item()
-            n += y.shape[0]
-        train_mode(self.model)
+        try:
+            for k, (x, y) in enumerate(batches):
+                if self.stopping:
+                    return None
+                y = y.to(self.device)
+                with self.autocast():
+                    logits = net(x.to(self.device))
+                total_loss += criterion(logits.float(), y).item() * y.shape[0]
+                correct += (logits.argmax(1) == y).sum().item()
+                n += y.shape[0]
+                self.emit("on_progress", {"phase": "val", "epoch": epoch, "done": k + 1, "total": total})
+        finally:
+            train_mode(self.model)
         return total_loss / max(n, 1), correct / max(n, 1)
 
-    # ---- frozen fast path --------------------------------------------------------------
-    def _prepare_frozen(self, result: TrainResult):
-        entry, tail = features.find_tail(self.model, self.arch)
-        total = len(self.val_source) + self.cfg.feature_views * -(-len(self.train_samples) // self.infer_bs)
-        done = [0]
-
-        def progress(k, n):
-            done[0] += 1
-            self.emit("on_batch_end", {"epoch": 0, "batch": done[0], "batches": total, "phase": "features"})
-        self.val_features = features.tail_inputs(self.model, entry, self.val_source, self.device, self.autocast, progress)
-        first_x, _ = next(iter(self.val_source))
-        k = first_x.shape[0]
-        if not features.verify_tail(self.model, tail, first_x, self.val_features[:k], self.device):
-            self.val_features = None
-            result.path_note = "frozen fast path failed its equivalence check"
-            return None
-        self.val_labels = self.val_source.cache.labels if self.val_source.cache is not None else \
-            torch.tensor([label for _, label in self.val_samples])
-        views_source = BatchSource(self.train_samples, self.spec, True, self.infer_bs, self.cfg.cache_mb, self.device.type == "cuda")
-        self.train_views = []
-        for v in range(max(1, self.cfg.feature_views)):
-            torch.manual_seed(self.cfg.seed * 7919 + v)
-            labels = []
-            batches = ((x, labels.append(y)) for x, y in _in_order(views_source))
-            self.train_views.append(features.tail_inputs(self.model, entry, batches, self.device, self.autocast, progress))
-            self.train_labels = torch.cat(labels)
-            if self.stopping:
-                break
-        self.tail = tail
-        result.path = "frozen-features"
-        result.path_note = f"body run once: {len(self.train_views)} augmented view(s) per training image cached"
-        return self._frozen_epoch
-
+    # ---- frozen fast path (prepared by frozen_path.py) ----------------------------------
     def _frozen_epoch(self, epoch, opt, criterion):
         train_mode(self.model)
-        feats = self.train_views[(epoch - 1) % len(self.train_views)]
-        order = torch.randperm(len(self.train_labels))
+        views = self.frozen.train_views
+        feats, labels = views[(epoch - 1) % len(views)], self.frozen.train_labels
+        order = torch.randperm(len(labels))
         bs = self.cfg.batch_size
-        batches = ((feats[order[i:i + bs]], self.train_labels[order[i:i + bs]]) for i in range(0, len(order), bs))
+        batches = ((feats[order[i:i + bs]], labels[order[i:i + bs]]) for i in range(0, len(order), bs))
         return self._run_batches(epoch, batches, lambda f: self.tail(f.to(self.device, non_blocking=True)), opt, criterion)
-
-
-def _in_order(source: BatchSource):
-    """Augmented training batches without shuffling, so view k of image i lines up with its label."""
-    if source.cache is None:
-        loader = source.loader
-        yield from torch.utils.data.DataLoader(loader.dataset, batch_size=source.batch_size, shuffle=False,
-                                               num_workers=loader.num_workers)
-        return
-    from .fastdata import train_batch
-    images, labels = source.cache.images, source.cache.labels
-    for s in range(0, len(images), source.batch_size):
-        yield train_batch(images[s:s + source.batch_size], source.spec), labels[s:s + source.batch_size]

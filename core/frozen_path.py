@@ -1,0 +1,139 @@
+"""Preparing the frozen fast path: cached body outputs for validation and training views.
+
+``features.py`` has the primitives (where the tail starts, running the body up to it,
+checking the cut).  This module decides what to compute and what to take from the
+shared ``FeatureCache``, and reports progress:
+
+* validation features: the evaluation view of every validation image;
+* training views: ``feature_views`` augmented views of every training image, view v
+  drawn with the seed ``seed * 7919 + v``, so a view computed now equals the same view
+  computed in another job (that is what makes sharing exact).
+
+On a cache hit no image is decoded at all, except the first few validation images: the
+tail on their cached features must reproduce the full model's logits, which checks the
+cut and the cache entry against the model actually being trained.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import torch
+
+from . import features
+from .fastdata import BatchSource, Stopped, estimate_bytes, train_batch
+from .feature_cache import FeatureCache, feature_key, files_signature, tensors_digest
+from .transforms import eval_transform
+
+
+@dataclass
+class FrozenFeatures:
+    tail: torch.nn.Module
+    val_features: torch.Tensor
+    val_labels: torch.Tensor
+    train_views: list[torch.Tensor]
+    train_labels: torch.Tensor
+    hits: int = 0            # cache entries reused (val + views)
+    computed: int = 0        # cache entries computed here
+    decode_seconds: float = 0.0
+    feature_seconds: float = 0.0
+    val_source: BatchSource | None = None  # decoded here on a miss; the plain path may reuse it
+
+
+def _body_state(model, tail) -> dict[str, torch.Tensor]:
+    """The tensors that determine the body's output: everything outside the tail."""
+    tail_paths = [features.module_path(model, m) for m in tail.body]
+    return {k: v for k, v in model.state_dict().items() if not any(k.startswith(p + ".") for p in tail_paths)}
+
+
+def prepare(model, arch, train_samples, val_samples, spec, cfg, device, autocast, infer_bs: int,
+            cache: FeatureCache | None, emit, stop) -> FrozenFeatures | str:
+    """The frozen features, or the reason the fast path cannot be used (a string)."""
+    entry, tail = features.find_tail(model, arch)
+    numeric = {"device": device.type, "amp": cfg.amp, "torch": torch.__version__, "batch": infer_bs}
+    base = {"arch": arch, "entry": features.module_path(model, entry), "spec": spec.to_dict(), **numeric}
+    if cache is not None:
+        base["body"] = tensors_digest(_body_state(model, tail))
+    decoded_train = cfg.cache_mb > 0 and estimate_bytes([p for p, _ in train_samples],
+                                                        max(spec.resize_size, 2 * spec.crop_size)) <= cfg.cache_mb * 2**20
+    views = max(1, cfg.feature_views)
+    total = -(-len(val_samples) // infer_bs) + views * -(-len(train_samples) // infer_bs)
+    done = [0]
+    out = FrozenFeatures(tail, None, torch.tensor([y for _, y in val_samples]), [],  # type: ignore[arg-type]
+                         torch.tensor([y for _, y in train_samples]))
+
+    def on_batch(_k, _n):
+        done[0] += 1
+        emit("on_progress", {"phase": "features", "done": done[0], "total": total})
+        if stop.is_set():
+            raise Stopped
+
+    def decode_progress(what):
+        return lambda d, n: emit("on_progress", {"phase": "decode", "what": what, "done": d, "total": n})
+
+    def cached(key_parts: dict, compute):
+        if cache is None:
+            return compute(), False
+        value, hit = cache.get_or_compute(feature_key(**base, **key_parts), lambda: {"x": compute()})
+        return value["x"], hit
+
+    def val_features():
+        t = time.perf_counter()
+        out.val_source = BatchSource(val_samples, spec, False, infer_bs, cfg.cache_mb, device.type == "cuda",
+                                     progress=decode_progress("validation images"), stop=stop)
+        out.decode_seconds += time.perf_counter() - t
+        t = time.perf_counter()
+        x = features.tail_inputs(model, entry, out.val_source, device, autocast, on_batch)
+        out.feature_seconds += time.perf_counter() - t
+        return x
+
+    out.val_features, hit = cached({"kind": "val", "files": files_signature(val_samples)}, val_features)
+    out.hits, out.computed = out.hits + hit, out.computed + (not hit)
+    if not features.verify_tail(model, tail, _first_val_batch(out, val_samples, spec, infer_bs),
+                                out.val_features[:min(infer_bs, len(val_samples))], device):
+        return "frozen fast path failed its equivalence check"
+
+    train_source: list[BatchSource] = []  # decoded at most once, only if some view is missing
+
+    def view(v: int):
+        def compute():
+            if not train_source:
+                t = time.perf_counter()
+                train_source.append(BatchSource(train_samples, spec, True, infer_bs, cfg.cache_mb, device.type == "cuda",
+                                                progress=decode_progress("training images"), stop=stop))
+                out.decode_seconds += time.perf_counter() - t
+            t = time.perf_counter()
+            torch.manual_seed(cfg.seed * 7919 + v)
+            x = features.tail_inputs(model, entry, _in_order(train_source[0]), device, autocast, on_batch)
+            out.feature_seconds += time.perf_counter() - t
+            return x
+        return compute
+
+    train_sig = files_signature(train_samples)
+    for v in range(views):
+        x, hit = cached({"kind": "train", "files": train_sig, "seed": cfg.seed, "view": v, "decoded": decoded_train}, view(v))
+        out.train_views.append(x)
+        out.hits, out.computed = out.hits + hit, out.computed + (not hit)
+    return out
+
+
+def _first_val_batch(out: FrozenFeatures, val_samples, spec, infer_bs: int) -> torch.Tensor:
+    """The first validation batch as the full model sees it: from the decoded source if
+    this job built one, else through the PIL evaluation transform (bit-identical)."""
+    if out.val_source is not None:
+        return next(iter(out.val_source))[0]
+    from .images import load_rgb
+    tf = eval_transform(spec)
+    return torch.stack([tf(load_rgb(p)) for p, _ in val_samples[:infer_bs]])
+
+
+def _in_order(source: BatchSource):
+    """Augmented training batches without shuffling, so view k of image i lines up with its label."""
+    if source.cache is None:
+        loader = source.loader
+        yield from torch.utils.data.DataLoader(loader.dataset, batch_size=source.batch_size, shuffle=False,
+                                               num_workers=loader.num_workers)
+        return
+    images, labels = source.cache.images, source.cache.labels
+    for s in range(0, len(images), source.batch_size):
+        yield train_batch(images[s:s + source.batch_size], source.spec), labels[s:s + source.batch_size]

@@ -47,10 +47,11 @@ def prepare_model(cfg: ExperimentConfig, num_classes: int, progress=None):
 
 
 def run_experiment(cfg: ExperimentConfig, listeners=(), runs_dir=None, dataset: Dataset | None = None,
-                   on_trainer=None, progress=None) -> tuple[Path | None, object, float]:
+                   on_trainer=None, progress=None, stop=None) -> tuple[Path | None, object, float]:
     """Train and save.  Returns (run folder or None if stopped before one epoch, result,
     wall seconds from reading the dataset to the saved run).  ``on_trainer(trainer)``
-    receives the trainer before it starts (to keep a handle for ``request_stop``)."""
+    receives the trainer before it starts; ``stop`` (a ``threading.Event``) ends the run
+    between batches in any phase."""
     t0 = time.perf_counter()
     configure_threads()
     device = pick_device(cfg.device)
@@ -70,10 +71,14 @@ def run_experiment(cfg: ExperimentConfig, listeners=(), runs_dir=None, dataset: 
                        built.load_report.to_dict() if built.load_report else None,
                        [{"path": p, "reason": r} for p, r in dataset.skipped])
     trainer = Trainer(built.model, cfg.arch, dataset.train, dataset.val, built.transform, cfg.train, device,
-                      [writer, *listeners])
+                      [writer, *listeners], stop=stop)
     if on_trainer:
         on_trainer(trainer)
-    result = trainer.fit()
+    try:
+        result = trainer.fit()
+    except BaseException:
+        writer.abandon()  # a crash leaves no half run behind, not even in .partial/
+        raise
     seconds = time.perf_counter() - t0
     if result.best_state is None:
         return None, result, seconds

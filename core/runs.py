@@ -93,12 +93,16 @@ class RunWriter:
             return
         write_json(self.partial / "history.json", self.history)
         save_weights(result.best_state, self.partial / WEIGHTS)
-        summary = {"best_val_acc": result.best_val_acc, "best_epoch": result.best_epoch,
+        extra = {("epochs_planned" if k == "epochs" else k): v for k, v in self.extra.items()}
+        summary = {**extra, "best_val_acc": result.best_val_acc, "best_epoch": result.best_epoch,
                    "epochs": len(result.history), "stopped": result.stopped, "train_seconds": result.seconds,
                    "prep_seconds": result.prep_seconds, "path": result.path, "path_note": result.path_note,
-                   "images_per_s": _mean([h["images_per_s"] for h in result.history]), **self.extra}
+                   "images_per_s": _mean([h["images_per_s"] for h in result.history])}
         write_json(self.partial / "summary.json", summary)
         os.replace(self.partial, self.final)
+
+    def abandon(self) -> None:
+        shutil.rmtree(self.partial, ignore_errors=True)
 
     def finish(self, **fields) -> None:
         """Add fields to a finished run's summary (the CLI's whole-run wall time)."""

@@ -1,0 +1,185 @@
+"""One server-wide training queue: any number of tabs press Start, jobs run in order.
+
+A job is one or more runs (transfer vs scratch is three) started by one owner (a
+browser tab).  Jobs wait in a FIFO queue and run on ``concurrency`` worker threads: one
+on a CPU, where two jobs would only share two cores and each take twice as long (and
+share torch's global RNG, which makes results depend on timing), more on a GPU.
+
+What jobs never share: models (each run builds its own), traced or folded copies
+(``inference.py`` works on private copies), stop signals.  What they do share, read-only
+and by design: the frozen-feature cache and the speed book that feeds the estimates.
+A run that raises is recorded as that run's error; its job goes on to the next run,
+and no other job notices.  ``run_experiment`` leaves no half-written run on disk.
+"""
+from __future__ import annotations
+
+import threading
+import time
+import traceback
+import uuid
+from dataclasses import dataclass, field
+
+from .errors import TransferLabError
+from .estimates import SpeedBook, feature_signature, uses_frozen_path
+from .experiment import ExperimentConfig, run_experiment
+from .jobs_progress import RunProgress
+
+
+@dataclass
+class Job:
+    id: str
+    owner: str
+    title: str
+    runs: list[RunProgress]
+    created: float = field(default_factory=time.time)
+    status: str = "queued"            # queued | running | done | stopped | error
+    started: float | None = None
+    finished: float | None = None
+    stop_event: threading.Event = field(default_factory=threading.Event)
+
+    @property
+    def active(self) -> bool:
+        return self.status in ("queued", "running")
+
+    @property
+    def current(self) -> RunProgress | None:
+        return next((r for r in self.runs if r.status in ("preparing", "running")), None)
+
+    def remaining_seconds(self, book: SpeedBook, device: str, cached: set) -> float:
+        return sum(r.remaining_seconds(book, device, feature_signature(r.config) in cached) for r in self.runs
+                   if r.status in ("queued", "preparing", "running"))
+
+
+def default_concurrency(device: str) -> int:
+    return 2 if device == "cuda" else 1
+
+
+class TrainingQueue:
+    def __init__(self, concurrency: int | None = None, device: str | None = None, runner=run_experiment):
+        from .device import pick_device
+        self.device = device or pick_device("auto").type
+        self.concurrency = concurrency or default_concurrency(self.device)
+        self.book = SpeedBook()
+        self.runner = runner
+        self.jobs: dict[str, Job] = {}
+        self._waiting: list[Job] = []
+        self._cond = threading.Condition()
+        self._workers = [threading.Thread(target=self._work, name=f"train-worker-{k}", daemon=True)
+                         for k in range(self.concurrency)]
+        for w in self._workers:
+            w.start()
+
+    # ---- submitting and looking ------------------------------------------------------
+    def submit(self, owner: str, title: str, runs: list[tuple]) -> Job:
+        """``runs``: (label, ExperimentConfig[, num_train, num_val]) per run, in order."""
+        progress = [RunProgress(label, cfg, *counts) for label, cfg, *counts in runs]
+        job = Job(uuid.uuid4().hex[:10], owner, title, progress)
+        with self._cond:
+            self.jobs[job.id] = job
+            self._waiting.append(job)
+            self._cond.notify()
+        return job
+
+    def of(self, owner: str) -> list[Job]:
+        with self._cond:
+            mine = [j for j in self.jobs.values() if j.owner == owner]
+        return sorted(mine, key=lambda j: j.created, reverse=True)
+
+    def get(self, job_id: str | None, owner: str) -> Job | None:
+        job = self.jobs.get(job_id) if job_id else None
+        return job if job is not None and job.owner == owner else None
+
+    def position(self, job: Job) -> int:
+        """1 for the next job to start, 2 for the one after…; 0 once it runs."""
+        with self._cond:
+            waiting = [j for j in self._waiting if not j.stop_event.is_set()]
+        return waiting.index(job) + 1 if job in waiting else 0
+
+    def wait_seconds(self, job: Job) -> float:
+        """Estimated seconds until ``job`` starts: running jobs finish, then the ones ahead
+        take the earliest free worker in turn."""
+        with self._cond:
+            running = [j for j in self.jobs.values() if j.status == "running"]
+            ahead = []
+            for j in self._waiting:
+                if j is job:
+                    break
+                if not j.stop_event.is_set():
+                    ahead.append(j)
+        cached = set(self.book.features_done)
+        slots = sorted(j.remaining_seconds(self.book, self.device, cached) for j in running)
+        slots += [0.0] * (self.concurrency - len(slots))
+        for j in ahead:
+            # A job ahead with the same features computes them; this one will then hit.
+            slots.sort()
+            slots[0] += j.remaining_seconds(self.book, self.device, cached)
+            cached |= {feature_signature(r.config) for r in j.runs if uses_frozen_path(r.config)}
+        return min(slots) if job.status == "queued" else 0.0
+
+    def eta_seconds(self, job: Job) -> float:
+        """Seconds until the whole job is done, waiting included."""
+        cached = set(self.book.features_done)
+        return self.wait_seconds(job) + job.remaining_seconds(self.book, self.device, cached)
+
+    def stop(self, job: Job) -> None:
+        """Stop a job: a waiting one is taken out of the line at once, a running one ends
+        within a batch in whatever phase it is."""
+        with self._cond:
+            job.stop_event.set()
+            if job in self._waiting:
+                self._waiting.remove(job)
+                for r in job.runs:
+                    r.status, r.stop_phase = "stopped", "queued"
+                job.status, job.finished = "stopped", time.time()
+
+    # ---- the workers ---------------------------------------------------------------
+    def _next(self) -> Job:
+        with self._cond:
+            while not self._waiting:
+                self._cond.wait()
+            job = self._waiting.pop(0)
+            job.status = "running" if not job.stop_event.is_set() else "stopped"
+            return job
+
+    def _work(self) -> None:
+        while True:
+            job = self._next()
+            job.started = time.time()
+            try:
+                self._run_job(job)
+            finally:
+                job.finished = time.time()
+
+    def _run_job(self, job: Job) -> None:
+        for r in job.runs:
+            if job.stop_event.is_set():
+                r.status, r.stop_phase = "stopped", r.stop_phase or ("queued" if r.started is None else r.stop_phase)
+                continue
+            r.begin()
+            try:
+                run_dir, result, _ = self.runner(r.config, [r], stop=job.stop_event)
+                r.run_dir = str(run_dir) if run_dir else None
+                r.best_val_acc = result.best_val_acc if result.history else None
+                r.stop_phase = result.stop_phase
+                r.status = "stopped" if result.stopped else "done"
+                self._learn(r, result)
+            except TransferLabError as e:
+                r.status, r.error = "error", str(e)
+            except Exception as e:  # a bug: this run fails, the server and every other job go on
+                r.status, r.error = "error", f"{type(e).__name__}: {e}"
+                r.trace = traceback.format_exc()
+            finally:
+                r.finished = time.time()
+        states = {r.status for r in job.runs}
+        job.status = "error" if "error" in states else "stopped" if "stopped" in states else "done"
+
+    def _learn(self, r: RunProgress, result) -> None:
+        """Feed the run's measured rates to the speed book."""
+        arch, dev, book = r.config.arch, self.device, self.book
+        for kind, (n, secs) in r.measured.items():
+            if secs > 0.5:
+                book.record(arch, dev, kind, n / secs)
+        if result.path == "frozen-features":
+            book.features_done.add(feature_signature(r.config))
+            if result.history:
+                book.record(arch, dev, "head_epoch", sum(h["seconds"] for h in result.history) / len(result.history))

@@ -1,0 +1,178 @@
+"""A run's progress as the trainer reports it, its remaining time, and its outcome in words.
+
+``RunProgress`` is a trainer listener: the worker thread writes it, pages read it on
+their next refresh (plain attribute reads of immutable values: no lock needed).
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from .estimates import SpeedBook, plan_seconds, uses_frozen_path
+
+PHASE_WORDS = {"decode": "reading images", "features": "extracting features", "train": "training",
+               "val": "validating", "": "preparing"}
+
+
+@dataclass
+class RunProgress:
+    label: str
+    config: object                     # ExperimentConfig
+    num_train: int = 0                 # known when the page submits it: used for estimates
+    num_val: int = 0
+    history: list[dict] = field(default_factory=list)
+    status: str = "queued"             # queued | preparing | running | done | stopped | error
+    phase: str = ""                    # decode | features | train | val
+    what: str = ""                     # for decode: which images
+    done: int = 0
+    total: int = 0
+    epoch: int = 0
+    path: str = ""
+    run_dir: str | None = None
+    error: str | None = None
+    trace: str | None = None           # for the server log, never the page
+    best_val_acc: float | None = None
+    stop_phase: str = ""
+    feature_hits: int = 0
+    started: float | None = None
+    finished: float | None = None
+    prep_seconds: float = 0.0
+    phase_started: float = 0.0
+    measured: dict = field(default_factory=dict)  # kind -> (images, seconds), for the speed book
+
+    @property
+    def elapsed(self) -> float:
+        return ((self.finished or time.time()) - self.started) if self.started else 0.0
+
+    def begin(self) -> None:
+        self.status, self.started = "preparing", time.time()
+        self._enter("")
+
+    # ---- trainer events --------------------------------------------------------------
+    def _enter(self, phase: str, total: int = 0) -> None:
+        if phase != self.phase:
+            self._close_phase()
+            self.phase, self.phase_started, self.done = phase, time.time(), 0
+        self.total = total
+
+    def _close_phase(self) -> None:
+        kind = {"decode": "decode", "features": "forward"}.get(self.phase)
+        if kind and self.done and self.total:
+            n, s = self.measured.get(kind, (0, 0.0))
+            unit = self._images_per_unit()
+            self.measured[kind] = (n + self.done * unit, s + time.time() - self.phase_started)
+
+    def _images_per_unit(self) -> float:
+        # decode reports images; features report batches of the inference batch size
+        if self.phase == "features" and self.total:
+            views = max(1, self.config.train.feature_views)
+            return (self.num_val + views * self.num_train) / self.total if self.num_train else 4
+        return 1
+
+    def on_progress(self, info: dict) -> None:
+        self._enter(info["phase"], info.get("total", 0))
+        self.done, self.what = info.get("done", 0), info.get("what", "")
+        if info.get("epoch"):
+            self.epoch = info["epoch"]
+
+    def on_run_start(self, info: dict) -> None:
+        self._close_phase()
+        self.status, self.path, self.prep_seconds = "running", info["path"], info["prep_seconds"]
+        self.feature_hits = info.get("feature_hits", 0)
+        self.num_train, self.num_val = info["num_train"], info["num_val"]
+        self._enter("train", info["batches_per_epoch"])
+
+    def on_batch_end(self, info: dict) -> None:
+        if info.get("phase") == "features":  # older event form
+            return self.on_progress({"phase": "features", "done": info["batch"], "total": info["batches"]})
+        self._enter("train", info["batches"])
+        self.epoch, self.done = max(info["epoch"], 1), info["batch"]
+
+    def on_epoch_end(self, record: dict) -> None:
+        self.history.append(record)
+        train_s = record["seconds"] - record.get("val_seconds", 0.0)
+        if self.path != "frozen-features":
+            self.measured["train"] = (self.num_train, train_s)
+            if record.get("val_seconds"):
+                self.measured["forward"] = (self.num_val, record["val_seconds"])
+        self._enter("train", self.total)
+        self.phase_started = time.time()
+
+    # ---- time left -----------------------------------------------------------------
+    def remaining_seconds(self, book: SpeedBook, device: str, cached: bool) -> float:
+        cfg, arch = self.config, self.config.arch
+        if self.status in ("done", "stopped", "error"):
+            return 0.0
+        plan = plan_seconds(book, cfg, device, self.num_train, self.num_val, cached and not self.history)
+        epochs = cfg.train.epochs
+        if self.history:  # measured epochs beat any estimate
+            plan["epoch"] = sum(h["seconds"] for h in self.history) / len(self.history)
+        if self.status == "queued":
+            return plan["decode"] + plan["features"] + epochs * plan["epoch"]
+        now, frac = time.time(), (self.done / self.total if self.total else 0.0)
+        spent = now - self.phase_started
+        rate_left = spent * (1 - frac) / frac if frac > 0.02 and spent > 0.5 else None
+        if self.phase in ("", "decode"):
+            left = rate_left if rate_left is not None and self.phase == "decode" else plan["decode"]
+            if self.phase == "decode" and self.what == "validation images":
+                left += plan["decode"] * self.num_train / max(self.num_train + self.num_val, 1)
+            return left + plan["features"] + epochs * plan["epoch"]
+        if self.phase == "features":
+            return (rate_left if rate_left is not None else plan["features"] * (1 - frac)) + epochs * plan["epoch"]
+        finished = len(self.history)
+        current = plan["epoch"]
+        if self.phase == "train" and rate_left is not None and self.path != "frozen-features":
+            val_part = book.phase_seconds(arch, device, "val", self.num_val)
+            current = rate_left + val_part
+        elif self.phase == "val":
+            current = (rate_left if rate_left is not None else plan["epoch"] * 0.2)
+        else:
+            current = max(0.0, plan["epoch"] - spent)
+        return current + max(0, epochs - finished - 1) * plan["epoch"]
+
+    # ---- outcome -------------------------------------------------------------------
+    def outcome(self) -> str:
+        """One sentence on how the run ended and what was kept."""
+        if self.status == "error":
+            return f"failed: {self.error}"
+        n = len(self.history)
+        best = (f"best val accuracy {self.best_val_acc:.1%} (epoch {max(self.history, key=lambda h: h['val_acc'])['epoch']})"
+                if self.best_val_acc is not None and n else "")
+        if self.status == "done":
+            return f"done · {best} · saved as {self.run_dir}"
+        if self.status != "stopped":
+            return self.status
+        if self.stop_phase == "queued" or self.started is None:
+            return "stopped before it started: nothing trained, nothing saved"
+        if not self.run_dir:
+            where = PHASE_WORDS.get(self.phase, self.phase)
+            return f"stopped while {where}, before a first validated epoch: nothing saved"
+        of = self.config.train.epochs
+        cut = " (the epoch in progress was not validated and was dropped)" if self.stop_phase == "validation" else ""
+        return f"stopped after {n} of {of} epochs{cut} · kept the best weights: {best} · saved as {self.run_dir}"
+
+    def phase_text(self) -> str:
+        if self.status == "queued":
+            return "waiting"
+        if self.phase == "decode":
+            return f"reading {self.what or 'images'} {self.done}/{self.total}"
+        if self.phase == "features":
+            return f"extracting features {self.done}/{self.total}"
+        if self.phase == "val":
+            return f"epoch {self.epoch}/{self.config.train.epochs} · validating"
+        if self.phase == "train":
+            return f"epoch {min(len(self.history) + 1, self.config.train.epochs)}/{self.config.train.epochs} · batch {self.done}/{self.total}"
+        return "preparing"
+
+    def fraction(self) -> float:
+        """Progress of this run in [0, 1] (epochs, with the preparation as the first slice)."""
+        if self.status in ("done", "stopped", "error"):
+            return 1.0
+        epochs = self.config.train.epochs
+        if self.phase in ("", "decode", "features"):
+            return 0.0
+        within = self.done / self.total if self.phase == "train" and self.total else 1.0 if self.phase == "val" else 0.0
+        return min(1.0, (len(self.history) + within) / epochs)
+
+
+__all__ = ["RunProgress", "uses_frozen_path"]

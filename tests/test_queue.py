@@ -1,0 +1,137 @@
+"""The server-wide training queue: many tabs at once, failures that stay contained, a
+stop that works in every phase, estimates that cover the whole job."""
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from core.experiment import ExperimentConfig, run_experiment
+from core.jobs import TrainingQueue
+from core.runs import PARTIAL, list_runs
+from core.trainer import TrainConfig
+
+
+def _cfg(data, runs_name, **kw):
+    train = TrainConfig(**{"epochs": 3, "batch_size": 8, **kw.pop("train", {})})
+    return ExperimentConfig(data=str(data), name=runs_name, train=train, **kw)
+
+
+def _wait(job, timeout=300):
+    end = time.time() + timeout
+    while job.active:
+        assert time.time() < end, f"job still {job.status}"
+        time.sleep(0.05)
+
+
+def _wait_for(cond, timeout=120):
+    end = time.time() + timeout
+    while not cond():
+        assert time.time() < end, "condition never met"
+        time.sleep(0.02)
+
+
+def test_two_tabs_start_at_once_on_real_photos(ants_bees, mobilenet_file, isolated_dirs):
+    """The classroom case: two owners press Start together; both finish with the accuracy
+    of a run alone, one after the other, and the second reuses the first's features."""
+    q = TrainingQueue(concurrency=1)
+    jobs = []
+    barrier = threading.Barrier(2)
+
+    def press(owner):
+        barrier.wait()
+        jobs.append(q.submit(owner, "frozen", [("run", _cfg(ants_bees, f"{owner}-run"), 245, 153)]))
+
+    threads = [threading.Thread(target=press, args=(f"tab{k}",)) for k in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    _wait_for(lambda: any(j.status == "running" for j in jobs))  # the worker has taken the first
+    waiting = next(j for j in jobs if j.status == "queued")
+    assert q.position(waiting) == 1 and q.wait_seconds(waiting) > 0
+    for j in jobs:
+        _wait(j)
+    runs = [j.runs[0] for j in jobs]
+    assert all(j.status == "done" for j in jobs), [r.error for r in runs]
+    assert all(r.best_val_acc >= 0.9 for r in runs), [r.best_val_acc for r in runs]
+    assert sorted(r.feature_hits for r in runs) == [0, 2]
+    assert runs[0].history[-1]["val_acc"] == runs[1].history[-1]["val_acc"]  # same seed, same data: same run
+    assert len(list_runs(isolated_dirs / "runs")) == 2
+
+
+def test_a_failing_job_touches_no_other(tiny_folders, isolated_dirs):
+    q = TrainingQueue(concurrency=1)
+    bad = q.submit("a", "bad", [("run", _cfg(isolated_dirs / "nowhere", "bad", arch="mobilenet_v3_small", weights="none"))])
+    good = q.submit("b", "good", [("run", _cfg(tiny_folders, "good", arch="mobilenet_v3_small", weights="none",
+                                                freeze="none", train={"epochs": 1}))])
+    _wait(bad)
+    _wait(good)
+    assert bad.status == "error" and "dataset not found" in bad.runs[0].error
+    assert good.status == "done" and good.runs[0].run_dir
+    assert q.of("a") == [bad] and q.get(good.id, "a") is None  # a tab sees only its own jobs
+
+
+def test_a_crashing_run_leaves_no_half_run(tiny_folders, isolated_dirs):
+    class Boom:
+        def on_epoch_end(self, record):
+            raise RuntimeError("listener bug")
+
+    cfg = _cfg(tiny_folders, "crash", arch="mobilenet_v3_small", weights="none", freeze="none")
+    with pytest.raises(RuntimeError):
+        run_experiment(cfg, [Boom()])
+    partial = Path(isolated_dirs / "runs" / PARTIAL)
+    assert not any(partial.iterdir()) and list_runs(isolated_dirs / "runs") == []
+
+
+def test_stop_while_queued_is_immediate(tiny_folders, isolated_dirs):
+    gate = threading.Event()
+
+    def slow_runner(cfg, listeners, stop):
+        gate.wait(30)
+        return run_experiment(cfg, listeners, stop=stop)
+
+    q = TrainingQueue(concurrency=1, runner=slow_runner)
+    first = q.submit("a", "first", [("run", _cfg(tiny_folders, "first", arch="mobilenet_v3_small", weights="none", train={"epochs": 1}))])
+    second = q.submit("b", "second", [("run", _cfg(tiny_folders, "second", arch="mobilenet_v3_small", weights="none"))])
+    q.stop(second)
+    assert second.status == "stopped" and "before it started" in second.runs[0].outcome()
+    gate.set()
+    _wait(first)
+    assert first.status == "done"
+
+
+@pytest.mark.parametrize("phase", ["features", "train"])
+def test_stop_takes_effect_within_seconds_in_each_phase(ants_bees, mobilenet_file, isolated_dirs, phase):
+    q = TrainingQueue(concurrency=1)
+    freeze, kw = ("backbone", {"feature_cache": False}) if phase == "features" else ("none", {"epochs": 4})
+    job = q.submit("a", "stop me", [("run", _cfg(ants_bees, f"stop-{phase}", freeze=freeze, train=kw), 245, 153)])
+    run = job.runs[0]
+    if phase == "features":
+        _wait_for(lambda: run.phase == "features" and run.done >= 3)
+    else:  # one epoch validated, the second under way
+        _wait_for(lambda: len(run.history) == 1 and run.phase == "train" and run.done >= 2, timeout=300)
+    asked = time.time()
+    q.stop(job)
+    _wait(job, timeout=30)
+    assert time.time() - asked < 5, "stop took too long"
+    assert job.status == "stopped"
+    text = run.outcome()
+    if phase == "features":
+        assert "nothing saved" in text and list_runs(isolated_dirs / "runs") == []
+    else:
+        assert "stopped after 1 of 4 epochs" in text and "kept the best weights" in text
+        saved = list_runs(isolated_dirs / "runs")
+        assert len(saved) == 1 and saved[0]["summary"]["stopped"] and saved[0]["summary"]["epochs"] == 1
+
+
+def test_eta_covers_the_whole_job(tiny_folders, isolated_dirs):
+    q = TrainingQueue(concurrency=1)
+    cfg = _cfg(tiny_folders, "eta", arch="mobilenet_v3_small", weights="none", freeze="none", train={"epochs": 2})
+    one = q.submit("a", "one", [("run", cfg, 16, 4)])
+    three = q.submit("b", "three", [(f"r{k}", cfg, 16, 4) for k in range(3)])
+    assert q.eta_seconds(three) > q.wait_seconds(three) > 0
+    assert q.eta_seconds(three) - q.wait_seconds(three) > 2.5 * (q.eta_seconds(one) - q.wait_seconds(one)) * 0.9
+    _wait(one)
+    _wait(three)
+    assert q.eta_seconds(three) == 0 and three.status == "done"

@@ -63,3 +63,23 @@ def fetch_demo_dataset(progress=None) -> Path:
     target = DEFAULT_DATA_DIR / "hymenoptera_data"
     root.rename(target)
     return target
+
+
+def save_upload(data: bytes, name: str) -> Path:
+    """Keep a browser upload as ``<data dir>/uploads/<content digest>/<its own name>``, so
+    every message about it can use the name the user knows.  The name is untrusted: only
+    its last component is kept, without control characters or separators."""
+    import hashlib
+    import re
+
+    clean = re.sub(r"[\x00-\x1f\x7f/\\:]+", "_", Path(str(name).replace("\\", "/")).name).strip(" .") or "upload"
+    if len(clean) > 120:
+        stem, dot, ext = clean.rpartition(".")
+        clean = (stem[:100] + dot + ext[:15]) if dot else clean[:120]
+    target = DEFAULT_DATA_DIR / "uploads" / hashlib.sha1(data).hexdigest()[:16] / clean
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if not target.is_file() or target.stat().st_size != len(data):
+        tmp = target.with_name(f".{clean}.part")
+        tmp.write_bytes(data)
+        os.replace(tmp, target)
+    return target

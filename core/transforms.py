@@ -6,10 +6,12 @@ the tensor pipeline of the decoded-image cache (``fastdata.py``), so the two agr
 """
 from __future__ import annotations
 
+import math
+import random
 from dataclasses import asdict, dataclass
 
 import torch
-from PIL import Image, ImageDraw
+from PIL import Image
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms import v2 as T
 
@@ -72,33 +74,45 @@ def tensor_to_pil(x: torch.Tensor, spec: TransformSpec) -> Image.Image:
     return Image.fromarray(arr)
 
 
-def augmented_grid(samples: list[tuple[str, int]], classes: list[str], spec: TransformSpec,
-                   n: int = 8, columns: int = 4, seed: int | None = None, tile: int = 160) -> Image.Image:
-    """A grid of ``n`` augmented training samples, each captioned with its label."""
+def _random_resized_crop_box(w: int, h: int, rng: random.Random, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3)):
+    """torchvision's RandomResizedCrop.get_params, drawing from ``rng`` instead of torch's
+    global generator (which a training job in another thread is using)."""
+    area = w * h
+    log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
+    for _ in range(10):
+        target = area * rng.uniform(*scale)
+        aspect = math.exp(rng.uniform(*log_ratio))
+        cw, ch = int(round(math.sqrt(target * aspect))), int(round(math.sqrt(target / aspect)))
+        if 0 < cw <= w and 0 < ch <= h:
+            return rng.randint(0, h - ch), rng.randint(0, w - cw), ch, cw
+    in_ratio = w / h
+    if in_ratio < ratio[0]:
+        cw, ch = w, int(round(w / ratio[0]))
+    elif in_ratio > ratio[1]:
+        ch, cw = h, int(round(h * ratio[1]))
+    else:
+        cw, ch = w, h
+    return (h - ch) // 2, (w - cw) // 2, ch, cw
+
+
+def augmented_samples(samples: list[tuple[str, int]], classes: list[str], spec: TransformSpec,
+                      n: int = 8, seed: int = 0, tile: int = 160) -> list[tuple[Image.Image, str]]:
+    """``n`` training samples as the network sees them (RandomResizedCrop + flip), as
+    (image, class name).  Captions are left to the browser, which has fonts for every
+    script; a label drawn into the pixels would need a server font with CJK, Arabic and
+    emoji glyphs."""
+    from torchvision.transforms.v2 import functional as F
+
     from .images import ImageReadError, load_rgb
 
-    g = torch.Generator().manual_seed(seed if seed is not None else torch.seed())
-    idx = torch.randperm(len(samples), generator=g)[:n].tolist()
-    tf = train_transform(spec)
-    tiles = []
-    state = torch.get_rng_state()
-    torch.manual_seed(int(torch.randint(0, 2**31, (1,), generator=g)))
-    try:
-        for i in idx:
-            path, label = samples[i]
-            try:
-                img = tensor_to_pil(tf(load_rgb(path, draft_size=spec.resize_size)), spec).resize((tile, tile))
-            except ImageReadError:
-                continue
-            tiles.append((img, classes[label]))
-    finally:
-        torch.set_rng_state(state)
-    rows = max(1, -(-len(tiles) // columns))
-    caption = 22
-    grid = Image.new("RGB", (columns * tile, rows * (tile + caption)), "white")
-    draw = ImageDraw.Draw(grid)
-    for k, (img, label) in enumerate(tiles):
-        x, y = (k % columns) * tile, (k // columns) * (tile + caption)
-        grid.paste(img, (x, y))
-        draw.text((x + 4, y + tile + 4), label[:24], fill=(20, 20, 20))
-    return grid
+    rng = random.Random(seed)
+    out = []
+    for path, label in rng.sample(samples, min(n, len(samples))):
+        try:
+            img = load_rgb(path, draft_size=spec.resize_size)
+        except ImageReadError:
+            continue
+        top, left, ch, cw = _random_resized_crop_box(img.width, img.height, rng)
+        img = F.resized_crop(img, top, left, ch, cw, [tile, tile], interpolation=spec.mode, antialias=True)
+        out.append((F.horizontal_flip(img) if rng.random() < 0.5 else img, classes[label]))
+    return out

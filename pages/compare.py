@@ -13,9 +13,10 @@ S.init_state()  # idempotent: a page works opened directly, not only through app
 st.title("Compare runs")
 all_runs = common.require_runs("No finished runs yet. Train one on the Train page.")
 by_dir = {r["dir"]: r for r in all_runs}
-default = [d for d in st.session_state[S.SELECTED_RUNS] if d in by_dir] or [r["dir"] for r in all_runs[:3]]
-chosen = st.multiselect("Runs", list(by_dir), default=default, format_func=lambda d: common.run_label(by_dir[d]))
-st.session_state[S.SELECTED_RUNS] = chosen
+kept = [d for d in st.session_state[S.SELECTED_RUNS] if d in by_dir]
+if kept != st.session_state[S.SELECTED_RUNS] or not kept:
+    S.put(S.SELECTED_RUNS, kept or [r["dir"] for r in all_runs[:3]])  # deleted runs drop out; none: the newest
+chosen = st.multiselect("Runs", list(by_dir), format_func=lambda d: common.run_label(by_dir[d]), **S.bind(S.SELECTED_RUNS))
 if not chosen:
     st.info("Pick one or more runs.")
     st.stop()
@@ -72,6 +73,6 @@ with c2.popover("Delete this run", icon=":material/delete:"):
     st.write(f"Delete **{run['name']}** and its weights from disk?")
     if st.button("Delete", type="primary"):
         delete_run(focus)
-        st.session_state[S.SELECTED_RUNS] = [d for d in chosen if d != focus]
+        S.put(S.SELECTED_RUNS, [d for d in chosen if d != focus])
         st.cache_data.clear()
         st.rerun()

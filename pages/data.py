@@ -1,14 +1,11 @@
 """Data: choose a dataset, see its classes and counts, the skipped files, augmented samples."""
-import hashlib
-from pathlib import Path
-
 import plotly.graph_objects as go
 import streamlit as st
 
 from core import paths
 from core.data import resolve_source
 from core.errors import TransferLabError
-from core.transforms import TransformSpec, augmented_grid
+from core.transforms import TransformSpec, augmented_samples
 from ui import common
 from ui import state as S
 
@@ -19,8 +16,9 @@ demo = paths.demo_dataset()
 options = (["demo"] if demo else []) + ["folder", "zip"]
 labels = {"demo": "Ants vs bees (demo)", "folder": "A folder on the server", "zip": "Upload a .zip"}
 if st.session_state[S.DATA_SOURCE] not in options:
-    st.session_state[S.DATA_SOURCE] = options[0]
-source = st.radio("Dataset", options, format_func=labels.get, horizontal=True, key=S.DATA_SOURCE)
+    S.put(S.DATA_SOURCE, options[0])
+st.radio("Dataset", options, format_func=labels.get, horizontal=True, **S.bind(S.DATA_SOURCE))
+source = st.session_state[S.DATA_SOURCE]
 if not demo:
     st.caption("The ants/bees demo photos are not on this machine (expected in ../shared/datasets/hymenoptera_data).")
     if st.button("Download the ants/bees demo (45 MB, from pytorch.org)", icon=":material/download:"):
@@ -28,47 +26,54 @@ if not demo:
         try:
             got = paths.fetch_demo_dataset(lambda done, total: bar.progress(min(done / max(total, 1), 1.0),
                                                                             text=f"Downloading… {done / 2**20:.0f} MB"))
-            st.session_state[S.DATA_SOURCE], st.session_state[S.DATA_PATH] = "folder", str(got)
+            S.put(S.FOLDER_PATH, str(got))
+            S.put(S.DATA_SOURCE, "folder")
             st.rerun()
         except TransferLabError as e:
             bar.empty()
             st.error(f"The demo could not be downloaded: {e}")
 
-if source == "demo":
-    st.session_state[S.DATA_PATH] = str(demo)
-elif source == "folder":
-    st.session_state.setdefault("folder_input", st.session_state[S.DATA_PATH] or "")
-    folder = st.text_input("Folder path", key="folder_input",
-                           help="A folder with train/ and val/ class folders, or one folder of class folders.")
-    if st.button("Use this folder", type="primary"):
-        st.session_state[S.DATA_PATH] = folder.strip() or None
-else:
+refused = None  # a refused upload: its message replaces the summary, the setup is unchanged
+if source == "folder":
+    st.text_input("Folder path", **S.bind(S.FOLDER_PATH), placeholder="/path/to/photos",
+                  help="A folder with train/ and val/ class folders, or one folder of class folders.")
+    st.button("Use this folder", type="primary")  # the edit is stored on Enter or on leaving the field; this is the click people look for
+elif source == "zip":
     up = st.file_uploader("A .zip of class folders (or of train/ and val/)", type=["zip"])
-    if up is not None and st.session_state.get("zip_imported") != up.file_id:
-        digest = hashlib.sha1(up.getvalue()).hexdigest()[:12]
-        saved = paths.DEFAULT_DATA_DIR / "uploads" / f"{Path(up.name).stem}-{digest}.zip"
-        saved.parent.mkdir(parents=True, exist_ok=True)
-        if not saved.exists():
-            saved.write_bytes(up.getvalue())
-        bar = st.progress(0.0, text="Checking and extracting…")
+    if up is None and st.session_state[S.ZIP_NAME]:
+        st.caption(f"Using **{st.session_state[S.ZIP_NAME]}**, uploaded earlier. Upload another .zip to replace it.")
+    if up is not None and st.session_state.get("_zip_seen") != up.file_id:
+        bar = st.progress(0.0, text=f"Checking and extracting {up.name}…")
         try:
-            root = resolve_source(saved, progress=lambda done, total: bar.progress(done / max(total, 1), text="Extracting…"))
-            st.session_state[S.DATA_PATH] = str(root)
-            st.session_state["zip_imported"] = up.file_id  # reruns reuse it instead of hashing it again
-            bar.progress(1.0, text=f"Extracted to {root}")
+            saved = paths.save_upload(up.getvalue(), up.name)
+            root = resolve_source(saved, progress=lambda done, total: bar.progress(done / max(total, 1),
+                                                                                   text=f"Extracting {up.name}…"))
+            st.session_state["_zip_seen"], st.session_state["_zip_refused"] = up.file_id, None
+            S.put(S.ZIP_PATH, str(root))
+            S.put(S.ZIP_NAME, up.name)
+            st.rerun()  # so the sidebar and every page see the new dataset in the same click
         except TransferLabError as e:
+            st.session_state["_zip_seen"], st.session_state["_zip_refused"] = up.file_id, str(e)
+        finally:
             bar.empty()
-            saved.unlink(missing_ok=True)
-            st.error(str(e))
+    if up is not None and st.session_state.get("_zip_seen") == up.file_id:
+        refused = st.session_state.get("_zip_refused")
 
 c1, c2 = st.columns(2)
-c1.slider("Validation fraction (one-folder layout only)", 0.05, 0.5, step=0.05, key=S.VAL_SPLIT)
-c2.number_input("Split seed", 0, 10_000, key=S.DATA_SEED)
+c1.slider("Validation fraction (one-folder layout only)", 0.05, 0.5, step=0.05, **S.bind(S.VAL_SPLIT))
+c2.number_input("Split seed", 0, 10_000, **S.bind(S.DATA_SEED))
+
+if refused:
+    st.error(refused)
+    kept = S.data_label()
+    st.info(f"Nothing changed: the dataset in use is still **{kept}**." if S.data_path() else "No dataset is selected yet.")
+    st.stop()
 
 ds = common.require_dataset()
 counts = ds.counts()
 st.success(f"**{len(ds.classes)} classes**, {len(ds.train)} training and {len(ds.val)} validation images · "
-           f"{'given train/ and val/ folders' if ds.layout == 'split' else f'split {1 - ds.val_split:.0%}/{ds.val_split:.0%} with seed {ds.seed}'} · `{ds.root}`")
+           f"{'given train/ and val/ folders' if ds.layout == 'split' else f'split {1 - ds.val_split:.0%}/{ds.val_split:.0%} with seed {ds.seed}'}"
+           f" · **{S.data_label()}**")
 fig = go.Figure([go.Bar(name=split, x=ds.classes, y=[counts[split][c] for c in ds.classes]) for split in ("train", "val")])
 fig.update_layout(barmode="group", height=320, margin={"l": 10, "r": 10, "t": 30, "b": 10}, title="Images per class")
 st.plotly_chart(fig, width="stretch")
@@ -81,10 +86,11 @@ with st.expander(f"Skipped files: {len(ds.skipped)}", expanded=False):
 
 st.subheader("Augmented training samples")
 st.caption("RandomResizedCrop + horizontal flip, as the network sees them while training.")
-if "grid_seed" not in st.session_state:
-    st.session_state.grid_seed = 0
+st.session_state.setdefault("grid_seed", 0)
 if st.button("Draw new samples", icon=":material/shuffle:"):
     st.session_state.grid_seed += 1
 spec = TransformSpec.from_dict(common.cached_arch_transform(st.session_state[S.ARCH]))
-st.image(augmented_grid(ds.train, ds.classes, spec, n=8, seed=st.session_state.grid_seed), width="content")
+samples = augmented_samples(ds.train, ds.classes, spec, n=8, seed=st.session_state.grid_seed)
+if samples:
+    st.image([img for img, _ in samples], caption=[label for _, label in samples], width=160)
 common.page_link("Model", "Next: choose a model")

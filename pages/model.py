@@ -1,10 +1,10 @@
 """Model: architecture, weights, head and freeze strategy; the stage table and load report."""
-import hashlib
 from pathlib import Path
 
 import streamlit as st
 
 from core import paths
+from core.checkpoint import read_state_dict
 from core.errors import TransferLabError
 from core.surgery import stages_of
 from ui import common
@@ -24,6 +24,8 @@ if ds is None:
 
 infos = sorted(common.all_arch_infos(), key=lambda i: (i["family"], i["params"] or 0))
 by_name = {i["arch"]: i for i in infos}
+if st.session_state[S.ARCH] not in by_name:
+    S.put(S.ARCH, S.SETUP_DEFAULTS[S.ARCH])
 
 
 def arch_label(name: str) -> str:
@@ -33,59 +35,76 @@ def arch_label(name: str) -> str:
     return f"{name}{family} · {(i['params'] or 0) / 1e6:.1f}M params · {mark}"
 
 
-st.selectbox("Architecture (grouped by family)", [i["arch"] for i in infos], key=S.ARCH, format_func=arch_label)
-info = by_name[st.session_state[S.ARCH]]
+st.selectbox("Architecture (grouped by family)", [i["arch"] for i in infos], format_func=arch_label, **S.bind(S.ARCH))
+arch = st.session_state[S.ARCH]
+info = by_name[arch]
 
 w_labels = {"imagenet": "ImageNet (pretrained)", "none": "Random init (train from scratch)", "file": "Upload a weights file"}
-st.radio("Weights", list(w_labels), format_func=w_labels.get, key=S.WEIGHTS, horizontal=True)
+st.radio("Weights", list(w_labels), format_func=w_labels.get, horizontal=True, **S.bind(S.WEIGHTS))
 if st.session_state[S.WEIGHTS] == "imagenet" and not info["pretrained_local"]:
-    st.warning(f"ImageNet weights for **{info['arch']}** are not on this machine: expected "
+    st.warning(f"ImageNet weights for **{arch}** are not on this machine: expected "
                f"`$TORCH_HOME/hub/checkpoints/{info['weights_file']}` (from {info['url']}). With internet they are "
                "downloaded on first use; offline, pick a model marked 'pretrained weights here', random init, or upload a file.")
 if st.session_state[S.WEIGHTS] == "file":
     up = st.file_uploader("A state_dict in .pth, .pt or .safetensors", type=["pth", "pt", "safetensors"])
-    if up is not None:
-        digest = hashlib.sha1(up.getvalue()).hexdigest()[:12]
-        saved = paths.DEFAULT_DATA_DIR / "uploads" / f"{Path(up.name).stem}-{digest}{Path(up.name).suffix}"
-        saved.parent.mkdir(parents=True, exist_ok=True)
-        saved.write_bytes(up.getvalue())
-        st.session_state[S.WEIGHTS_FILE] = str(saved)
+    if up is not None and st.session_state.get("_weights_seen") != up.file_id:
+        st.session_state["_weights_seen"], st.session_state["_weights_refused"] = up.file_id, None
+        try:
+            saved = paths.save_upload(up.getvalue(), up.name)
+            read_state_dict(saved)  # refused files never become the selected weights
+            S.put(S.WEIGHTS_FILE, str(saved))
+            st.rerun()
+        except TransferLabError as e:
+            st.session_state["_weights_refused"] = str(e)
+    if up is not None and st.session_state.get("_weights_refused"):
+        st.error(st.session_state["_weights_refused"])
+        if st.session_state[S.WEIGHTS_FILE]:
+            st.info(f"Nothing changed: still using **{Path(st.session_state[S.WEIGHTS_FILE]).name}**, uploaded before.")
     if not st.session_state[S.WEIGHTS_FILE]:
         st.info("Upload a file, or choose ImageNet or random init.")
         st.stop()
 
 c1, c2 = st.columns(2)
-c1.number_input("Hidden layer units in the new head (0: a single linear layer)", 0, 4096, step=64, key=S.HIDDEN)
-c2.slider("Dropout in the new head", 0.0, 0.8, step=0.05, key=S.DROPOUT)
+c1.number_input("Hidden layer units in the new head (0: a single linear layer)", 0, 4096, step=64, **S.bind(S.HIDDEN))
+c2.slider("Dropout in the new head", 0.0, 0.8, step=0.05, **S.bind(S.DROPOUT))
+hidden, dropout = int(st.session_state[S.HIDDEN]), float(st.session_state[S.DROPOUT])
 
 # The structure (stages) does not depend on the weights: read it off a random-init build.
-structure = common.cached_model(st.session_state[S.ARCH], num_classes, "none", st.session_state[S.HIDDEN],
-                                st.session_state[S.DROPOUT])
-stage_names = [n for n, _ in stages_of(structure.model, st.session_state[S.ARCH])]
+structure = common.cached_model(arch, num_classes, "none", hidden, dropout)
+stage_names = [n for n, _ in stages_of(structure.model, arch)]
+
+# A freeze chosen for another architecture is fitted to this one's stages.
+current = st.session_state[S.FREEZE]
+if isinstance(current, int) and current > len(stage_names):
+    S.put(S.FREEZE, len(stage_names))
+elif isinstance(current, list) and any(s not in stage_names for s in current):
+    S.put(S.FREEZE, [s for s in current if s in stage_names])
+current = st.session_state[S.FREEZE]
 
 modes = {"backbone": "Feature extractor (train the head only)", "none": "Fine-tune everything",
          "first": "Freeze the first N stages", "pick": "Pick stages to freeze"}
-current = st.session_state[S.FREEZE]
-mode_now = "first" if isinstance(current, int) else "pick" if isinstance(current, list) else current
-mode = st.radio("Freeze strategy", list(modes), format_func=modes.get, index=list(modes).index(mode_now))
-if mode == "first":
-    n = st.slider("Stages frozen, from the input", 0, len(stage_names),
-                  value=current if isinstance(current, int) and current <= len(stage_names) else max(0, len(stage_names) - 1))
+st.session_state["_freeze_mode"] = "first" if isinstance(current, int) else "pick" if isinstance(current, list) else current
+
+
+def on_mode() -> None:
+    mode = st.session_state["_freeze_mode"]
+    default = {"first": max(0, len(stage_names) - 1), "pick": stage_names[:2]}.get(mode, mode)
+    S.put(S.FREEZE, default)
+
+
+st.radio("Freeze strategy", list(modes), format_func=modes.get, key="_freeze_mode", on_change=on_mode)
+if isinstance(current, int):
+    st.slider("Stages frozen, from the input", 0, len(stage_names), **S.bind(S.FREEZE))
+    n = st.session_state[S.FREEZE]
     st.caption(f"Frozen: {', '.join(stage_names[:n]) or 'nothing'} · trains: {', '.join(stage_names[n:]) or 'head only'} + head")
-    st.session_state[S.FREEZE] = int(n)
-elif mode == "pick":
-    picked = st.multiselect("Stages to freeze", stage_names,
-                            default=[s for s in current if s in stage_names] if isinstance(current, list) else stage_names[:2])
-    st.session_state[S.FREEZE] = list(picked)
-else:
-    st.session_state[S.FREEZE] = mode
+elif isinstance(current, list):
+    st.multiselect("Stages to freeze", stage_names, **S.bind(S.FREEZE))
 
 built = None
-weights = common.weights_argument()
+weights = S.weights_argument()
 if weights != "none":
     try:
-        built = common.cached_model(st.session_state[S.ARCH], num_classes, weights, st.session_state[S.HIDDEN],
-                                    st.session_state[S.DROPOUT])
+        built = common.cached_model(arch, num_classes, weights, hidden, dropout)
     except TransferLabError as e:
         st.error(str(e))
 summary = common.frozen_summary(built or structure)  # the structure alone when the weights are unavailable

@@ -15,8 +15,9 @@ st.title("Predict")
 all_runs = common.require_runs("No trained run yet. Train one on the Train page, then come back with your photos.")
 by_dir = {r["dir"]: r for r in all_runs}
 if st.session_state[S.PREDICT_RUN] not in by_dir:
-    st.session_state[S.PREDICT_RUN] = max(all_runs, key=lambda r: r["summary"].get("best_val_acc", 0))["dir"]
-run_dir = st.selectbox("Model (a finished run)", list(by_dir), key=S.PREDICT_RUN, format_func=lambda d: common.run_label(by_dir[d]))
+    S.put(S.PREDICT_RUN, max(all_runs, key=lambda r: r["summary"].get("best_val_acc", 0))["dir"])
+st.selectbox("Model (a finished run)", list(by_dir), format_func=lambda d: common.run_label(by_dir[d]), **S.bind(S.PREDICT_RUN))
+run_dir = st.session_state[S.PREDICT_RUN]
 predictor = common.predictor_for(run_dir)
 st.caption(f"Classes: {', '.join(predictor.classes)}")
 

@@ -98,9 +98,9 @@ def make_run(data, runs_dir, name="r1", arch="mobilenet_v3_small", weights="none
 
 def wait_for_jobs(owner: str, timeout: float = 300) -> None:
     import time
-    from ui.jobs import registry
+    from ui.jobs import training_queue
     end = time.time() + timeout
-    while any(j.active for j in registry().of(owner)):
+    while any(j.active for j in training_queue().of(owner)):
         if time.time() > end:
             raise TimeoutError("training job still running")
         time.sleep(0.2)

@@ -25,7 +25,7 @@ def test_demo_is_preselected_with_counts_and_samples(app, ants_bees):
 
 def test_folder_source_and_a_bad_folder(app, tiny_folders, tmp_path):
     at = app()
-    at.radio(key=S.DATA_SOURCE).set_value("folder").run()
+    at.radio(key="_w.data_source").set_value("folder").run()
     at.text_input[0].input(str(tiny_folders))
     next(b for b in at.button if b.label == "Use this folder").click().run()
     assert not at.exception
@@ -51,7 +51,7 @@ def _jpeg(color):
 
 def test_zip_upload_and_unsafe_zip(app):
     at = app()
-    at.radio(key=S.DATA_SOURCE).set_value("zip").run()
+    at.radio(key="_w.data_source").set_value("zip").run()
     good = _zip_bytes({f"set/{c}/{i}.jpg": _jpeg(col) for c, col in (("cat", (250, 0, 0)), ("dog", (0, 0, 250))) for i in range(5)}
                       | {"set/dog/broken.jpg": b"nope"})
     at.file_uploader[0].set_value(("set.zip", good, "application/zip")).run()

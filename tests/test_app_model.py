@@ -5,7 +5,7 @@ from ui import state as S
 def test_default_model_feature_extractor(app, mobilenet_file):
     at = app("pages/model.py")
     assert not at.exception
-    assert at.selectbox(key=S.ARCH).value == "mobilenet_v2"
+    assert at.selectbox(key="_w.arch").value == "mobilenet_v2"
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["Trainable"] == f"{1280 * 2 + 2:,}"
     assert "312 tensors loaded, 2 skipped" in " ".join(c.value for c in at.caption)
@@ -35,7 +35,7 @@ def test_missing_weights_are_explained_not_raised(app):
 
 def test_uploaded_weights_file_shows_load_report(app, mobilenet_file):
     at = app("pages/model.py")
-    at.radio(key=S.WEIGHTS).set_value("file").run()
+    at.radio(key="_w.weights").set_value("file").run()
     at.file_uploader[0].set_value(("mnv2.pth", mobilenet_file.read_bytes(), "application/octet-stream")).run()
     assert not at.exception
     assert "file:mnv2" in " ".join(c.value for c in at.caption)

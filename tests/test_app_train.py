@@ -9,12 +9,12 @@ def number(at, label):
 
 
 def tiny_state(path):
-    return {S.DATA_SOURCE: "folder", S.DATA_PATH: str(path), S.ARCH: "mobilenet_v3_small", S.WEIGHTS: "none",
+    return {S.DATA_SOURCE: "folder", S.FOLDER_PATH: str(path), S.ARCH: "mobilenet_v3_small", S.WEIGHTS: "none",
             S.FREEZE: "none"}
 
 
 def test_no_dataset_links_to_data_page(app, monkeypatch):
-    at = app("pages/train.py", {S.DATA_SOURCE: "folder", S.DATA_PATH: None})
+    at = app("pages/train.py", {S.DATA_SOURCE: "folder", S.FOLDER_PATH: None})
     assert not at.exception
     assert "No dataset is selected" in at.info[0].value
     assert any("Data" in str(link.label) for link in at.get("page_link"))

@@ -1,7 +1,10 @@
 """Cached loaders, charts and prerequisite checks the pages share."""
 from __future__ import annotations
 
+import contextlib
 import copy
+import logging
+import uuid
 from pathlib import Path
 
 import plotly.graph_objects as go
@@ -9,6 +12,7 @@ import streamlit as st
 from plotly.subplots import make_subplots
 
 from core import paths
+from core.errors import TransferLabError
 from core.data import scan_dataset
 from core.device import device_label
 from core.predict import Predictor, evaluate
@@ -17,6 +21,36 @@ from core.surgery import freeze, summarize
 from core.zoo import arch_info, build_model, list_architectures
 
 from . import state as S
+
+
+def experiment(ds, weights: str | None = None, freeze=None, name: str | None = None):
+    """The ExperimentConfig of the stored setup (``weights``/``freeze`` override it, for
+    the transfer-vs-scratch runs).  Built from the store alone, never from widgets."""
+    from core.experiment import ExperimentConfig
+    from core.trainer import TrainConfig
+    ss = st.session_state
+    return ExperimentConfig(data=str(ds.root), arch=ss[S.ARCH], weights=weights or S.weights_argument(),
+                            freeze=ss[S.FREEZE] if freeze is None else freeze, hidden=int(ss[S.HIDDEN]),
+                            dropout=float(ss[S.DROPOUT]), val_split=float(ss[S.VAL_SPLIT]), name=name,
+                            train=TrainConfig(**ss[S.TRAIN_CFG]))
+
+log = logging.getLogger("transferlab")
+
+
+@contextlib.contextmanager
+def error_boundary():
+    """Whatever escapes a page body is logged with its trace and an id; the browser gets a
+    short message with that id, never the traceback (which names server paths).
+    Streamlit's own control flow (st.stop, st.rerun) derives from BaseException and
+    passes through."""
+    try:
+        yield
+    except Exception:  # noqa: BLE001 - the boundary: everything unexpected ends here
+        error_id = uuid.uuid4().hex[:8]
+        log.exception("error %s on a page", error_id)
+        st.error(f"Something went wrong on this page (error id **{error_id}**). Your setup is kept; "
+                 "the details are in the server log under that id.", icon=":material/error:")
+
 
 def page_link(title: str, label: str | None = None) -> None:
     """A link to another page, by its file (works under st.navigation and alone)."""
@@ -29,12 +63,8 @@ def cached_scan(source: str, val_split: float, seed: int):
 
 
 def current_dataset():
-    """The selected dataset, scanned (cached), or None with the reason shown."""
-    path = st.session_state.get(S.DATA_PATH)
-    if path is None and st.session_state.get(S.DATA_SOURCE) == "demo":
-        demo = paths.demo_dataset()
-        path = str(demo) if demo else None
-        st.session_state[S.DATA_PATH] = path
+    """The selected dataset, scanned (cached), or None when none is selected."""
+    path = S.data_path()
     if path is None:
         return None
     return cached_scan(path, st.session_state[S.VAL_SPLIT], st.session_state[S.DATA_SEED])
@@ -44,7 +74,7 @@ def require_dataset():
     """The dataset, or a message with a link to the Data page and ``st.stop()``."""
     try:
         ds = current_dataset()
-    except Exception as e:  # noqa: BLE001 - any scan failure is shown, not raised
+    except TransferLabError as e:
         st.error(f"The selected dataset cannot be used: {e}")
         ds = None
     if ds is None:
@@ -58,11 +88,6 @@ def require_dataset():
 def cached_model(arch: str, num_classes: int, weights: str, hidden: int, dropout: float):
     """A built model, shared and never mutated: callers copy it before surgery."""
     return build_model(arch, num_classes, weights, hidden, dropout, seed=0)
-
-
-def weights_argument() -> str:
-    w = st.session_state[S.WEIGHTS]
-    return st.session_state[S.WEIGHTS_FILE] if w == "file" else w
 
 
 def frozen_summary(built) -> dict:

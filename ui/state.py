@@ -1,14 +1,34 @@
-"""Session state: every key the pages share is a constant here, with its default."""
+"""The user's setup: one store of record in plain session keys, persisted per tab.
+
+Streamlit forgets the value of a widget that is not drawn on the current page, so
+widget keys cannot hold anything that must outlive a page.  Here every choice lives in
+a plain key (``DATA_SOURCE``, ``ARCH``, ``TRAIN_CFG`` …); a widget is a view of it:
+``bind`` copies the stored value into the widget's own key before it is drawn, and the
+widget's ``on_change`` callback writes it back and saves the setup.  Callbacks run
+before the script, so every page and the sidebar read the new value in the same run.
+
+The setup is saved as JSON under ``<data dir>/sessions/<sid>.json``, ``sid`` being the
+tab id kept in the URL: a refresh, or a server restart, brings the same setup back.
+"""
 from __future__ import annotations
 
+import copy
+import json
+import re
 import sys
 import uuid
 
 import streamlit as st
 
+from core import paths
+from core.runs import write_json
+from core.trainer import TrainConfig
+
 # Data page
 DATA_SOURCE = "data_source"        # "demo" | "folder" | "zip"
-DATA_PATH = "data_path"            # folder or extracted zip path in use
+FOLDER_PATH = "folder_path"        # the folder chosen under "A folder on the server"
+ZIP_PATH = "zip_path"              # extracted root of the last accepted .zip
+ZIP_NAME = "zip_name"              # its file name as the user gave it
 VAL_SPLIT = "val_split"
 DATA_SEED = "data_seed"
 # Model page
@@ -20,16 +40,76 @@ DROPOUT = "dropout"
 FREEZE = "freeze"                  # "backbone" | "none" | int | list of stage names
 # Train page
 TRAIN_CFG = "train_cfg"            # dict of TrainConfig fields
+RUN_NAME = "run_name"
 JOB_ID = "job_id"                  # this tab's latest job
-BUTTONS_BUSY = "train_buttons_busy"  # Start/Stop were drawn while a job ran (they sit outside the live fragment)
 # Compare / Predict
 SELECTED_RUNS = "selected_runs"
 PREDICT_RUN = "predict_run"
 SESSION = "session_id"             # one per browser tab, kept in the URL across refreshes
 
-DEFAULTS = {DATA_SOURCE: "demo", DATA_PATH: None, VAL_SPLIT: 0.2, DATA_SEED: 0, ARCH: "mobilenet_v2",
-            WEIGHTS: "imagenet", WEIGHTS_FILE: None, HIDDEN: 0, DROPOUT: 0.0, FREEZE: "backbone",
-            TRAIN_CFG: None, JOB_ID: None, SELECTED_RUNS: [], PREDICT_RUN: None}
+SETUP_DEFAULTS = {DATA_SOURCE: "demo", FOLDER_PATH: None, ZIP_PATH: None, ZIP_NAME: None, VAL_SPLIT: 0.2, DATA_SEED: 0,
+                  ARCH: "mobilenet_v2", WEIGHTS: "imagenet", WEIGHTS_FILE: None, HIDDEN: 0, DROPOUT: 0.0,
+                  FREEZE: "backbone", TRAIN_CFG: {**TrainConfig().to_dict(), "epochs": 5}, RUN_NAME: "",
+                  JOB_ID: None, SELECTED_RUNS: [], PREDICT_RUN: None}
+_SID = re.compile(r"^[0-9a-f]{12}$")  # the sid names a file: nothing else gets near the disk
+
+
+def _session_file(sid: str):
+    return paths.DEFAULT_DATA_DIR / "sessions" / f"{sid}.json"
+
+
+def _load(sid: str) -> dict:
+    """The saved setup of tab ``sid``, keeping only known keys whose type matches."""
+    try:
+        with open(_session_file(sid), encoding="utf-8") as f:
+            saved = json.load(f)
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(saved, dict):
+        return {}
+    out = {}
+    for key, default in SETUP_DEFAULTS.items():
+        v = saved.get(key, default)
+        ok = (default is None or v is None or isinstance(v, type(default))
+              or (key == FREEZE and isinstance(v, (str, int, list))) or (isinstance(default, float) and isinstance(v, int)))
+        if ok:
+            out[key] = {**SETUP_DEFAULTS[TRAIN_CFG], **v} if key == TRAIN_CFG else v
+    return out
+
+
+def save() -> None:
+    sid = st.session_state.get(SESSION)
+    if not sid:
+        return
+    try:
+        _session_file(sid).parent.mkdir(parents=True, exist_ok=True)
+        write_json(_session_file(sid), {k: st.session_state.get(k) for k in SETUP_DEFAULTS})
+    except OSError:
+        pass  # a read-only disk loses persistence across refreshes, not the session itself
+
+
+def put(key: str, value) -> None:
+    """Change the setup (and save it)."""
+    st.session_state[key] = value
+    save()
+
+
+def bind(key: str, field: str | None = None, after=None) -> dict:
+    """Widget arguments that make it a view of ``key`` (or of ``key[field]`` for dicts).
+    ``after()`` runs after the store changed (to reset dependent choices)."""
+    wkey = f"_w.{key}" + (f".{field}" if field else "")
+    st.session_state[wkey] = st.session_state[key][field] if field else st.session_state[key]
+    return {"key": wkey, "on_change": _from_widget, "args": (wkey, key, field, after)}
+
+
+def _from_widget(wkey: str, key: str, field: str | None, after) -> None:
+    value = st.session_state[wkey]
+    if field:
+        put(key, {**st.session_state[key], field: value})
+    else:
+        put(key, value)
+    if after:
+        after()
 
 
 def _leave_pages_folder_mode() -> None:
@@ -49,23 +129,55 @@ def _leave_pages_folder_mode() -> None:
 
 
 def init_state() -> None:
-    """Defaults for missing keys, and this tab's id: from the URL after a refresh, else new."""
+    """This tab's id (from the URL after a refresh, else new) and its setup: saved, else defaults."""
     _leave_pages_folder_mode()
-    for key, value in DEFAULTS.items():
-        st.session_state.setdefault(key, value)
-    if st.session_state[DATA_SOURCE] == "demo" and st.session_state[DATA_PATH] is None:
-        from core.paths import demo_dataset  # zero clicks: the demo is the dataset until one is chosen
-        demo = demo_dataset()
-        st.session_state[DATA_PATH] = str(demo) if demo else None
     if SESSION not in st.session_state:
-        sid = st.query_params.get("sid") or uuid.uuid4().hex[:12]
-        st.session_state[SESSION] = sid
+        sid = st.query_params.get("sid")
+        st.session_state[SESSION] = sid if sid and _SID.match(sid) else uuid.uuid4().hex[:12]
+    saved = None
+    for key, default in SETUP_DEFAULTS.items():
+        if key not in st.session_state:
+            if saved is None:
+                saved = _load(st.session_state[SESSION])
+            st.session_state[key] = copy.deepcopy(saved.get(key, default))
     if st.query_params.get("sid") != st.session_state[SESSION]:
         st.query_params["sid"] = st.session_state[SESSION]
 
 
+def data_path() -> str | None:
+    """The dataset in use, from the source and the path remembered for it."""
+    source = st.session_state[DATA_SOURCE]
+    if source == "demo":
+        demo = paths.demo_dataset()
+        return str(demo) if demo else None
+    path = st.session_state[FOLDER_PATH] if source == "folder" else st.session_state[ZIP_PATH]
+    return path.strip() or None if isinstance(path, str) else None
+
+
+def data_label() -> str:
+    source, path = st.session_state[DATA_SOURCE], data_path()
+    if path is None:
+        return "none selected"
+    if source == "zip" and st.session_state[ZIP_NAME]:
+        return st.session_state[ZIP_NAME]
+    return "ants vs bees (demo)" if source == "demo" else path.rstrip("/").split("/")[-1]
+
+
+def weights_argument() -> str:
+    w = st.session_state[WEIGHTS]
+    return (st.session_state[WEIGHTS_FILE] or "none") if w == "file" else w
+
+
+def freeze_label(f) -> str:
+    if isinstance(f, list):
+        return f"freeze {', '.join(f)}" if f else "fine-tune all"
+    return {"backbone": "feature extractor", "none": "fine-tune all"}.get(f, f"freeze first {f} stages")
+
+
 def model_label() -> str:
     w = {"imagenet": "ImageNet", "none": "random init", "file": "file"}[st.session_state[WEIGHTS]]
-    f = st.session_state[FREEZE]
-    f = {"backbone": "feature extractor", "none": "fine-tune all"}.get(f, f"freeze {f}") if not isinstance(f, list) else "custom freeze"
-    return f"{st.session_state[ARCH]} · {w} · {f}"
+    if st.session_state[WEIGHTS] == "file" and st.session_state[WEIGHTS_FILE]:
+        from pathlib import Path
+        w = Path(st.session_state[WEIGHTS_FILE]).name
+    head = f" · head {st.session_state[HIDDEN]} hidden" if st.session_state[HIDDEN] else ""
+    return f"{st.session_state[ARCH]} · {w} · {freeze_label(st.session_state[FREEZE])}{head}"

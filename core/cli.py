@@ -10,7 +10,7 @@ import argparse
 import json
 import sys
 
-from .errors import TransferLabError
+from .errors import ImageReadError, TransferLabError
 
 
 def _freeze_arg(value: str):
@@ -157,7 +157,10 @@ def main(argv=None) -> int:
     try:
         return args.fn(args)
     except (TransferLabError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        # An image error's text is the reason alone (see ImageReadError): name the file here.
+        named = f"{e.name}: " if isinstance(e, ImageReadError) and e.name else ""
+        # One line, always: a library's message quoted inside ours may carry newlines.
+        print("error: " + named + " ".join(str(e).splitlines()), file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)

@@ -1,36 +1,91 @@
 """Using a finished run: classify images, and evaluate it on its validation split."""
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import torch
+from torchvision.transforms import InterpolationMode
 
 from .device import pick_device
+from .errors import RunError
 from .images import ImageReadError, load_rgb
 from .inference import fused_for_inference
-from .runs import load_run, load_weights
+from .runs import WEIGHTS, load_run, load_weights
 from .transforms import TransformSpec, eval_transform
-from .zoo import ModelSpec, instantiate
+from .zoo import ModelSpec, instantiate, list_architectures
 
 
-def load_model(run: dict, device: torch.device):
-    """The run's network with its best weights, in eval mode on ``device``."""
-    spec = ModelSpec(**run["config"]["model"])
-    model = instantiate(spec)
-    model.load_state_dict(load_weights(run["dir"]))
+def load_model(run: dict, device: torch.device, spec: ModelSpec | None = None):
+    """The run's network with its best weights, in eval mode on ``device``; a model that
+    cannot be built, or weights that do not fit it, are a RunError naming the run."""
+    spec = spec or _checked_config(run)[0]
+    try:
+        model = instantiate(spec)
+    except Exception as e:  # noqa: BLE001 - torchvision's builders reject odd build arguments in many ways
+        raise RunError(f"run {run['name']!r} is damaged: config.json describes a model that cannot be built "
+                       f"({_clause(e)})") from None
+    try:
+        model.load_state_dict(load_weights(run["dir"]))  # strict: every tensor, every shape
+    except RuntimeError as e:
+        raise RunError(f"run {run['name']!r} is damaged: {WEIGHTS} does not fit the model its config.json "
+                       f"describes ({_clause(e)})") from None
     return model.to(device, memory_format=torch.channels_last).eval()
+
+
+def _clause(e: BaseException) -> str:
+    return " ".join(str(e).split())[:160] or type(e).__name__
+
+
+def _checked_config(run: dict) -> tuple[ModelSpec, TransformSpec]:
+    """The model and transform a run's config.json describes, or a RunError saying
+    which field is wrong: a hand-edited or damaged config must not surface as a
+    KeyError or TypeError from deep inside torchvision."""
+    name, config = run["name"], run["config"]
+
+    def bad(why: str):
+        raise RunError(f"run {name!r} is damaged: config.json {why}")
+    model, tf = config.get("model"), config.get("transform")
+    if not isinstance(model, dict) or not isinstance(tf, dict):
+        bad("lacks its model or transform section")
+    try:
+        spec = ModelSpec(**model)
+    except TypeError:
+        bad(f"has missing or unknown model fields (it has: {', '.join(sorted(map(str, model)))[:160]})")
+    if not isinstance(spec.arch, str) or spec.arch not in list_architectures():
+        bad(f"names an unknown architecture {spec.arch!r}")
+    if type(spec.num_classes) is not int or spec.num_classes != len(run["classes"]):
+        bad(f"says {spec.num_classes!r} classes but classes.json lists {len(run['classes'])}")
+    if spec.num_classes > 100_000:  # a cap far above any real run: a damaged file must not ask for terabytes
+        bad(f"says {spec.num_classes:,} classes, more than a run here can have")
+    if type(spec.hidden) is not int or not 0 <= spec.hidden <= 65_536 or not _number(spec.dropout) \
+            or not 0 <= spec.dropout < 1:
+        bad("has a hidden size or dropout out of range")
+    if not isinstance(spec.build_kwargs, dict):
+        bad("has malformed build arguments")
+    sizes_ok = all(type(tf.get(k)) is int and 0 < tf[k] <= 4096 for k in ("crop_size", "resize_size"))
+    stats_ok = all(isinstance(tf.get(k), list) and len(tf[k]) == 3 and all(_number(v) for v in tf[k]) for k in ("mean", "std"))
+    interpolation = tf.get("interpolation", "bilinear")
+    if not sizes_ok or not stats_ok or not all(v > 0 for v in tf["std"]) \
+            or not isinstance(interpolation, str) or interpolation not in {m.value for m in InterpolationMode}:
+        bad("has a malformed transform (sizes, mean, std or interpolation)")
+    return spec, TransformSpec.from_dict(tf)
+
+
+def _number(v) -> bool:
+    return type(v) in (int, float) and math.isfinite(v)
 
 
 class Predictor:
     """Classifies PIL images or files with a run's model and evaluation transforms."""
 
     def __init__(self, run_dir, device: str = "auto"):
-        self.run = load_run(run_dir)
+        self.run = load_run(run_dir)  # RunError for a missing, incomplete or unreadable run
         self.device = pick_device(device)
         self.classes: list[str] = self.run["classes"]
-        self.spec = TransformSpec.from_dict(self.run["config"]["transform"])
+        model_spec, self.spec = _checked_config(self.run)
         self.transform = eval_transform(self.spec)
-        self.model = load_model(self.run, self.device)     # for Grad-CAM, which needs gradients
+        self.model = load_model(self.run, self.device, model_spec)  # for Grad-CAM, which needs gradients
         self.fast_model = fused_for_inference(self.model)   # for predictions
 
     @torch.inference_mode()

@@ -19,9 +19,10 @@ import time
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
-from .errors import RunError
+from .checkpoint import read_safetensors
+from .errors import RunError, WeightsError
 
 WEIGHTS = "weights.safetensors"
 PARTIAL = ".partial"
@@ -127,28 +128,71 @@ def list_runs(runs_dir) -> list[dict]:
     for p in runs_dir.iterdir():
         if is_run(p):
             try:
-                out.append({"dir": str(p), "name": p.name, "config": read_json(p / "config.json"),
-                            "summary": read_json(p / "summary.json")})
-            except (OSError, json.JSONDecodeError):
+                config, summary = read_json(p / "config.json"), read_json(p / "summary.json")
+            except (OSError, ValueError):  # bad JSON or bad UTF-8 (UnicodeDecodeError is a ValueError)
                 continue  # damaged by hand: leave it out of the list rather than fail the page
-    return sorted(out, key=lambda r: r["config"].get("created", 0), reverse=True)
+            if isinstance(config, dict) and isinstance(summary, dict):
+                out.append({"dir": str(p), "name": p.name, "config": config, "summary": summary})
+
+    def created(r) -> float:
+        c = r["config"].get("created", 0)
+        return float(c) if isinstance(c, (int, float)) else 0.0
+    return sorted(out, key=created, reverse=True)
+
+
+# What each file of a finished run must hold; the first three must be there.
+RUN_FILES = {"config": dict, "summary": dict, "classes": list, "history": list, "split": dict,
+             "load_report": (dict, type(None)), "skipped": list}
+REQUIRED = ("config", "summary", "classes")
+_JSON_KINDS = {dict: "an object", list: "a list", str: "a string", int: "a number", float: "a number",
+               bool: "true or false", type(None): "null"}
 
 
 def load_run(run_dir) -> dict:
+    """A finished run's files, checked: a run folder is untrusted input (copied between
+    machines, edited by hand, cut short by a full disk), so anything unreadable or of
+    the wrong shape is a ``RunError`` naming the run, never a KeyError later on."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise RunError(f"run not found: {run_dir}")
     if not is_run(run_dir):
-        raise RunError(f"{run_dir} is not a finished run (no summary.json)")
-    files = ("config", "summary", "history", "classes", "split", "load_report", "skipped")
-    run = {k: read_json(run_dir / f"{k}.json") for k in files if (run_dir / f"{k}.json").exists()}
+        raise RunError(f"run {run_dir.name!r} is not a finished run (no summary.json)")
+    run = {}
+    for key, kind in RUN_FILES.items():
+        f = run_dir / f"{key}.json"
+        if not f.exists():
+            if key in REQUIRED:
+                raise RunError(f"run {run_dir.name!r} is incomplete: {f.name} is missing")
+            continue
+        try:
+            run[key] = read_json(f)
+        except Exception as e:  # noqa: BLE001 - OSError, bad UTF-8, bad JSON, nesting too deep, MemoryError
+            why = e.strerror if isinstance(e, OSError) and e.strerror else " ".join(str(e).split())[:160]
+            raise RunError(f"run {run_dir.name!r} is damaged: {f.name} is not readable JSON "
+                           f"({why or type(e).__name__})") from None
+        if not isinstance(run[key], kind):
+            expected = _JSON_KINDS[kind if isinstance(kind, type) else kind[0]]
+            raise RunError(f"run {run_dir.name!r} is damaged: {f.name} holds "
+                           f"{_JSON_KINDS.get(type(run[key]), 'something else')}, not {expected}")
+    classes = run["classes"]
+    if len(classes) < 2 or not all(isinstance(c, str) and c for c in classes) or len(set(classes)) != len(classes):
+        raise RunError(f"run {run_dir.name!r} is damaged: classes.json must list two or more distinct class names")
     run["dir"] = str(run_dir)
     run["name"] = run_dir.name
     return run
 
 
 def load_weights(run_dir) -> dict[str, torch.Tensor]:
-    return load_file(str(Path(run_dir) / WEIGHTS))
+    """The run's best weights, read like any untrusted weights file (header checked,
+    NaN/inf refused); errors name the run."""
+    run_dir = Path(run_dir)
+    f = run_dir / WEIGHTS
+    if not f.is_file():
+        raise RunError(f"run {run_dir.name!r} is incomplete: {WEIGHTS} is missing")
+    try:
+        return read_safetensors(f)
+    except WeightsError as e:
+        raise RunError(f"run {run_dir.name!r}: {e}") from None
 
 
 def delete_run(run_dir) -> None:

@@ -111,19 +111,22 @@ def stratified_split(per_class: dict[str, list[str]], classes: list[str], val_sp
     return train, val
 
 
-def resolve_source(source: str | os.PathLike, max_zip_bytes: int = archive.DEFAULT_MAX_BYTES, progress=None) -> Path:
+def resolve_source(source: str | os.PathLike, max_zip_bytes: int = archive.DEFAULT_MAX_BYTES, progress=None,
+                   display_name: str | None = None) -> Path:
     """A folder is used as is; a .zip is extracted (once per archive content) under the
-    data folder and the folder inside it returned."""
+    data folder and the folder inside it returned.  ``display_name`` is how messages
+    name an uploaded archive (the user's file name, not the server's copy)."""
     source = Path(source).expanduser()
     if not source.exists():
-        raise DatasetError(f"dataset not found: {source}")
+        raise DatasetError(f"dataset not found: {display_name or source}")
     if source.is_file():
         if source.suffix.lower() != ".zip":
-            raise DatasetError(f"{source} is a file but not a .zip: give a folder of class folders or a .zip of one")
+            raise DatasetError(f"{display_name or source.name} is a file but not a .zip: "
+                               "give a folder of class folders or a .zip of one")
         target = paths.DEFAULT_DATA_DIR / f"{source.stem}-{archive.archive_digest(source)}"
         if target.is_dir():
             return archive.unwrap_single_folder(target)
-        return archive.extract_zip(source, target, max_bytes=max_zip_bytes, progress=progress)
+        return archive.extract_zip(source, target, max_bytes=max_zip_bytes, progress=progress, display_name=display_name)
     return source
 
 

@@ -61,3 +61,9 @@ def test_zip_upload_and_unsafe_zip(app):
     evil = _zip_bytes({"../../evil.jpg": b"x", "a/b.jpg": _jpeg((1, 2, 3))})
     at.file_uploader[0].set_value(("evil.zip", evil, "application/zip")).run()
     assert not at.exception and "outside the target folder" in texts(at.error)
+    assert "evil.zip" in texts(at.error)  # the user's file name, not the server's copy
+    assert not at.success and "still **set.zip**" in texts(at.info)  # no stale summary; nothing lost
+    assert at.session_state[S.ZIP_NAME] == "set.zip"
+    at.switch_page("pages/model.py").run()
+    at.switch_page("pages/data.py").run()  # the uploader is empty again: the accepted zip is still in use
+    assert "Using **set.zip**" in " ".join(c.value for c in at.caption) and "2 classes" in texts(at.success)

@@ -35,11 +35,12 @@ with st.sidebar:
     st.caption(f"Dataset: **{S.data_label()}**")
     st.caption(f"Model: **{S.model_label()}**")
     job = next((j for j in training_queue().of(st.session_state[S.SESSION]) if j.active), None)
-    if job is not None:
+    if job is not None and nav.title != "Train":  # the Train page shows it in full
         @st.fragment(run_every=2)  # only while this tab has a job: an idle tab costs nothing
         def sidebar_progress():
-            if job.active:
-                training_status(job)
+            if not job.active:
+                st.rerun()  # once: the page redraws without this fragment, and polling stops
+            training_status(job)
         sidebar_progress()
 
 with common.error_boundary():

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import threading
 from pathlib import Path
 
 import torch
@@ -87,6 +88,9 @@ class Predictor:
         self.transform = eval_transform(self.spec)
         self.model = load_model(self.run, self.device, model_spec)  # for Grad-CAM, which needs gradients
         self.fast_model = fused_for_inference(self.model)   # for predictions
+        # The dashboard shares one Predictor between tabs; Grad-CAM puts hooks on
+        # self.model, so two explanations at once would see each other's activations.
+        self.cam_lock = threading.Lock()
 
     @torch.inference_mode()
     def probabilities(self, images) -> torch.Tensor:
@@ -154,7 +158,8 @@ def explain(predictor: Predictor, image, class_index: int):
     from .gradcam import gradcam, overlay
     from torchvision.transforms import v2 as T
     x = predictor.transform(image).unsqueeze(0).to(predictor.device)
-    cam = gradcam(predictor.model, predictor.run["config"]["arch"], x, class_index)
+    with predictor.cam_lock:
+        cam = gradcam(predictor.model, predictor.run["config"]["arch"], x, class_index)
     if cam is None:
         return None
     view = T.CenterCrop(predictor.spec.crop_size)(T.Resize(predictor.spec.resize_size)(image))

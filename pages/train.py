@@ -125,10 +125,14 @@ if job is None:
 elif not job.active:
     show_job(job)  # finished: drawn once, no polling
 else:
-    @st.fragment(run_every=1.0)  # polls only while this tab has a job queued or running
+    # Polls only while this tab has a job: every second while it runs, every 3 s while it
+    # waits (many waiting tabs must not slow the one that trains).
+    status = job.status
+
+    @st.fragment(run_every=1.0 if status == "running" else 3.0)
     def live():
         with common.error_boundary():
-            if not job.active:
-                st.rerun()  # the whole page: Start comes back, Stop greys out, polling ends
+            if job.status != status:
+                st.rerun()  # the whole page: buttons and polling follow the new state
             show_job(job)
     live()

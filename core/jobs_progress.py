@@ -6,6 +6,7 @@ their next refresh (plain attribute reads of immutable values: no lock needed).
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from dataclasses import dataclass, field
 
 from .estimates import SpeedBook, plan_seconds, uses_frozen_path
@@ -138,8 +139,9 @@ class RunProgress:
         n = len(self.history)
         best = (f"best val accuracy {self.best_val_acc:.1%} (epoch {max(self.history, key=lambda h: h['val_acc'])['epoch']})"
                 if self.best_val_acc is not None and n else "")
+        saved = f"saved as run {Path(self.run_dir).name}" if self.run_dir else ""  # the run's name, not a server path
         if self.status == "done":
-            return f"done · {best} · saved as {self.run_dir}"
+            return f"done · {best} · {saved}"
         if self.status != "stopped":
             return self.status
         if self.stop_phase == "queued" or self.started is None:
@@ -149,7 +151,7 @@ class RunProgress:
             return f"stopped while {where}, before a first validated epoch: nothing saved"
         of = self.config.train.epochs
         cut = " (the epoch in progress was not validated and was dropped)" if self.stop_phase == "validation" else ""
-        return f"stopped after {n} of {of} epochs{cut} · kept the best weights: {best} · saved as {self.run_dir}"
+        return f"stopped after {n} of {of} epochs{cut} · kept the best weights: {best} · {saved}"
 
     def phase_text(self) -> str:
         if self.status == "queued":

@@ -32,7 +32,8 @@ def fmt_freeze(f):
 
 
 table = [{"run": r["name"], "architecture": r["config"]["arch"], "weights": r["config"].get("weights_loaded"),
-          "freeze": fmt_freeze(r["config"]["freeze"]), "trainable params": r["config"].get("trainable_params"),
+          "freeze": fmt_freeze(r["config"]["freeze"]),
+          "head": f"{r['config'].get('hidden')} hidden + linear" if r["config"].get("hidden") else "linear", "trainable params": r["config"].get("trainable_params"),
           "best val acc": round(r["summary"]["best_val_acc"], 4), "best epoch": r["summary"]["best_epoch"],
           "epochs": r["summary"]["epochs"], "time (s)": round(r["summary"].get("seconds", r["summary"].get("train_seconds", 0)), 1),
           "images/s": round(r["summary"].get("images_per_s", 0)), "stopped": r["summary"].get("stopped")}

@@ -100,9 +100,9 @@ def show_job(job) -> None:
             st.warning(f"{run.label}: {run.outcome()}", icon=":material/stop_circle:")
         elif run.status == "done":
             how = "head trained on cached features" if run.path == "frozen-features" else "whole network trained"
-            reused = " (features reused from an earlier run)" if run.feature_hits else ""
-            st.success(f"{run.label}: {run.outcome()} · {run.elapsed:.1f}s in all ({run.prep_seconds:.1f}s reading images"
-                       f"{' and extracting features' if run.path == 'frozen-features' else ''}{reused}; {how})")
+            prep = ("features reused from an earlier run" if run.feature_hits else
+                    "reading images and extracting features" if run.path == "frozen-features" else "reading images")
+            st.success(f"{run.label}: {run.outcome()} · {run.elapsed:.1f}s in all ({run.prep_seconds:.1f}s {prep}; {how})")
     latest = next((run for run in reversed(job.runs) if run.history), None)
     if latest is not None:
         last = latest.history[-1]

@@ -26,7 +26,7 @@ def training_status(job) -> None:
     r = job.current
     st.markdown(f"**Training:** {job.title}")
     if r is not None:
-        st.progress(min(max(r.fraction(), 0.0), 1.0), text=f"{r.label}: {r.phase_text()}")
+        st.progress(training_queue().progress(job), text=f"{r.label}: {r.phase_text()}")
 
 
 with st.sidebar:

@@ -132,6 +132,17 @@ class TrainingQueue:
                     r.status, r.stop_phase = "stopped", "queued"
                 job.status, job.finished = "stopped", time.time()
 
+    def progress(self, job: Job) -> float:
+        """Share of the job done, in time: elapsed / (elapsed + remaining).  Moves through
+        the preparation too, where counting epochs would sit at zero."""
+        if not job.active:
+            return 1.0
+        if job.status == "queued" or not job.started:
+            return 0.0
+        elapsed = time.time() - job.started
+        left = job.remaining_seconds(self.book, self.device, set(self.book.features_done))
+        return min(1.0, elapsed / max(elapsed + left, 1e-9))
+
     # ---- the workers ---------------------------------------------------------------
     def _next(self) -> Job:
         with self._cond:

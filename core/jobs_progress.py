@@ -39,6 +39,8 @@ class RunProgress:
     finished: float | None = None
     prep_seconds: float = 0.0
     phase_started: float = 0.0
+    done0: int = 0                     # units already done when this phase was entered
+    train_decoded: bool = False
     measured: dict = field(default_factory=dict)  # kind -> (images, seconds), for the speed book
 
     @property
@@ -50,18 +52,20 @@ class RunProgress:
         self._enter("")
 
     # ---- trainer events --------------------------------------------------------------
-    def _enter(self, phase: str, total: int = 0) -> None:
+    def _enter(self, phase: str, total: int = 0, done: int = 0) -> None:
         if phase != self.phase:
             self._close_phase()
-            self.phase, self.phase_started, self.done = phase, time.time(), 0
+            # done0: a phase can be re-entered part-way (features: validation images, then
+            # decoding the training images, then their features); rates count from here.
+            self.phase, self.phase_started, self.done, self.done0 = phase, time.time(), done, done
         self.total = total
 
     def _close_phase(self) -> None:
         kind = {"decode": "decode", "features": "forward"}.get(self.phase)
-        if kind and self.done and self.total:
+        if kind and self.done > self.done0 and self.total:
             n, s = self.measured.get(kind, (0, 0.0))
             unit = self._images_per_unit()
-            self.measured[kind] = (n + self.done * unit, s + time.time() - self.phase_started)
+            self.measured[kind] = (n + (self.done - self.done0) * unit, s + time.time() - self.phase_started)
 
     def _images_per_unit(self) -> float:
         # decode reports images; features report batches of the inference batch size
@@ -71,8 +75,9 @@ class RunProgress:
         return 1
 
     def on_progress(self, info: dict) -> None:
-        self._enter(info["phase"], info.get("total", 0))
+        self._enter(info["phase"], info.get("total", 0), max(0, info.get("done", 0) - 1))
         self.done, self.what = info.get("done", 0), info.get("what", "")
+        self.train_decoded |= self.what == "training images"
         if info.get("epoch"):
             self.epoch = info["epoch"]
 
@@ -108,18 +113,27 @@ class RunProgress:
         epochs = cfg.train.epochs
         if self.history:  # measured epochs beat any estimate
             plan["epoch"] = sum(h["seconds"] for h in self.history) / len(self.history)
+        for kind, key, images in (("decode", "decode", self.num_train + self.num_val),
+                                  ("forward", "features", self.num_val + max(1, cfg.train.feature_views) * self.num_train)):
+            n, secs = self.measured.get(kind, (0, 0.0))
+            if n >= 8 and secs > 0.5 and plan[key]:  # this run's own rate beats the book's
+                plan[key] = images * secs / n
         if self.status == "queued":
             return plan["decode"] + plan["features"] + epochs * plan["epoch"]
-        now, frac = time.time(), (self.done / self.total if self.total else 0.0)
-        spent = now - self.phase_started
-        rate_left = spent * (1 - frac) / frac if frac > 0.02 and spent > 0.5 else None
+        frac = self.done / self.total if self.total else 0.0
+        spent, progressed = time.time() - self.phase_started, self.done - self.done0
+        # The measured rate once a few units are done, else the plan: a rate from one
+        # unit (a batch still running) swings by the second.
+        rate_left = (self.total - self.done) * spent / progressed if progressed >= 3 and spent > 1 else None
         if self.phase in ("", "decode"):
             left = rate_left if rate_left is not None and self.phase == "decode" else plan["decode"]
             if self.phase == "decode" and self.what == "validation images":
                 left += plan["decode"] * self.num_train / max(self.num_train + self.num_val, 1)
             return left + plan["features"] + epochs * plan["epoch"]
         if self.phase == "features":
-            return (rate_left if rate_left is not None else plan["features"] * (1 - frac)) + epochs * plan["epoch"]
+            # Validation features come first; the training images are decoded after them.
+            pending_decode = 0.0 if self.train_decoded else plan["decode"] * self.num_train / max(self.num_train + self.num_val, 1)
+            return (rate_left if rate_left is not None else plan["features"] * (1 - frac)) + pending_decode + epochs * plan["epoch"]
         finished = len(self.history)
         current = plan["epoch"]
         if self.phase == "train" and rate_left is not None and self.path != "frozen-features":
@@ -165,16 +179,6 @@ class RunProgress:
         if self.phase == "train":
             return f"epoch {min(len(self.history) + 1, self.config.train.epochs)}/{self.config.train.epochs} · batch {self.done}/{self.total}"
         return "preparing"
-
-    def fraction(self) -> float:
-        """Progress of this run in [0, 1] (epochs, with the preparation as the first slice)."""
-        if self.status in ("done", "stopped", "error"):
-            return 1.0
-        epochs = self.config.train.epochs
-        if self.phase in ("", "decode", "features"):
-            return 0.0
-        within = self.done / self.total if self.phase == "train" and self.total else 1.0 if self.phase == "val" else 0.0
-        return min(1.0, (len(self.history) + within) / epochs)
 
 
 __all__ = ["RunProgress", "uses_frozen_path"]

@@ -69,6 +69,11 @@ if refused:
     st.info(f"Nothing changed: the dataset in use is still **{kept}**." if S.data_path() else "No dataset is selected yet.")
     st.stop()
 
+if S.data_path() is None:  # this page is where a dataset is chosen: say how, not "go to Data"
+    st.info("Upload a .zip of class folders above." if source == "zip" else
+            "Type the path of a folder on the server above and press Enter." if source == "folder" else
+            "No dataset is selected yet.")
+    st.stop()
 ds = common.require_dataset()
 counts = ds.counts()
 st.success(f"**{len(ds.classes)} classes**, {len(ds.train)} training and {len(ds.val)} validation images · "

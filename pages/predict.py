@@ -15,7 +15,12 @@ st.title("Predict")
 all_runs = common.require_runs("No trained run yet. Train one on the Train page, then come back with your photos.")
 by_dir = {r["dir"]: r for r in all_runs}
 if st.session_state[S.PREDICT_RUN] not in by_dir:
-    S.put(S.PREDICT_RUN, max(all_runs, key=lambda r: r["summary"].get("best_val_acc", 0))["dir"])
+    # This tab's newest run first (the server's runs are everyone's), else the most accurate.
+    from pathlib import Path
+    from ui.jobs import training_queue
+    mine = [str(Path(r.run_dir)) for j in training_queue().of(st.session_state[S.SESSION]) for r in reversed(j.runs) if r.run_dir]
+    own = next((d for d in mine if d in by_dir), None)
+    S.put(S.PREDICT_RUN, own or max(all_runs, key=lambda r: r["summary"].get("best_val_acc", 0))["dir"])
 st.selectbox("Model (a finished run)", list(by_dir), format_func=lambda d: common.run_label(by_dir[d]), **S.bind(S.PREDICT_RUN))
 run_dir = st.session_state[S.PREDICT_RUN]
 predictor = common.predictor_for(run_dir)

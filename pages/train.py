@@ -89,10 +89,12 @@ def show_job(job) -> None:
                 "time here, so each finishes as fast as the machine allows.", icon=":material/hourglass_top:")
     elif job.status == "running":
         r = job.current
-        done = sum(run.fraction() for run in job.runs) / len(job.runs)
         eta = queue.eta_seconds(job)
         text = f"{r.label}: {r.phase_text()}" if r else "starting…"
-        st.progress(min(max(done, 0.0), 1.0), text=f"{text} · about {eta:.0f} s left for the whole job")
+        st.progress(queue.progress(job), text=f"{text} · about {eta:.0f} s left for the whole job")
+    if job.active and job.stop_event.is_set():
+        st.warning("Stop requested: it takes effect at the end of the batch in progress; what was learned so far "
+                   "is kept.", icon=":material/hourglass_top:")
     for run in job.runs:
         if run.status == "error":
             st.error(f"{run.label}: {run.outcome()}")

@@ -135,3 +135,29 @@ def test_eta_covers_the_whole_job(tiny_folders, isolated_dirs):
     _wait(one)
     _wait(three)
     assert q.eta_seconds(three) == 0 and three.status == "done"
+
+
+def test_eta_stays_honest_when_feature_extraction_resumes(monkeypatch):
+    """Validation features, then decoding the training images, then their features: the
+    estimate must follow the measured rate, not collapse when a phase resumes part-way."""
+    from core import jobs_progress
+    from core.estimates import SpeedBook
+    from core.jobs_progress import RunProgress
+    clock = [1000.0]
+    monkeypatch.setattr(jobs_progress.time, "time", lambda: clock[0])
+    r = RunProgress("r", _cfg("x", "eta"), 245, 153)
+    r.begin()
+    book = SpeedBook()
+    for k in range(1, 40):  # 39 of 101 feature batches, 0.25 s each (16 img/s: a slow, busy CPU)
+        clock[0] += 0.25
+        r.on_progress({"phase": "features", "done": k, "total": 101})
+    before = r.remaining_seconds(book, "cpu", False)
+    for k in range(16, 246, 16):
+        clock[0] += 0.5
+        r.on_progress({"phase": "decode", "what": "training images", "done": k, "total": 245})
+    for k in range(40, 44):
+        clock[0] += 0.25
+        r.on_progress({"phase": "features", "done": k, "total": 101})
+    after = r.remaining_seconds(book, "cpu", False)
+    left_features = (101 - 43) * 0.25
+    assert before > left_features and left_features * 0.8 < after < left_features * 1.5, (before, after)

@@ -176,8 +176,8 @@ def freeze_label(f) -> str:
 
 def model_label() -> str:
     w = {"imagenet": "ImageNet", "none": "random init", "file": "file"}[st.session_state[WEIGHTS]]
-    if st.session_state[WEIGHTS] == "file" and st.session_state[WEIGHTS_FILE]:
+    if st.session_state[WEIGHTS] == "file":
         from pathlib import Path
-        w = Path(st.session_state[WEIGHTS_FILE]).name
+        w = Path(st.session_state[WEIGHTS_FILE]).name if st.session_state[WEIGHTS_FILE] else "no weights file yet"
     head = f" · head {st.session_state[HIDDEN]} hidden" if st.session_state[HIDDEN] else ""
     return f"{st.session_state[ARCH]} · {w} · {freeze_label(st.session_state[FREEZE])}{head}"

@@ -77,7 +77,9 @@ def test_two_threads_same_key_compute_once(tiny_folders):
         t.start()
     for t in threads:
         t.join()
-    assert sorted(r.feature_hits for r, _ in out.values()) == [0, 2]
+    # Each of the two keys (validation set, training view) was computed once, by whichever
+    # thread got to it first; the other thread hit it.
+    assert sum(r.feature_hits for r, _ in out.values()) == 2
     # (Histories may differ in the last digits: concurrent runs share torch's global RNG,
     # which is why the training queue runs one job at a time on a CPU.)
     assert all(len(h) == 3 and not r.stopped for r, h in out.values())

@@ -104,3 +104,8 @@ def wait_for_jobs(owner: str, timeout: float = 300) -> None:
         if time.time() > end:
             raise TimeoutError("training job still running")
         time.sleep(0.2)
+
+
+def pytest_configure(config):
+    # Labels, not skips: CI runs everything; `-m "not slow"` gives a quick local loop.
+    config.addinivalue_line("markers", "slow: a browser or multi-process test (runs in CI; deselect with -m 'not slow')")

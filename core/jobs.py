@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 from .errors import TransferLabError
 from .estimates import SpeedBook, feature_signature, uses_frozen_path
-from .experiment import ExperimentConfig, run_experiment
+from .experiment import run_experiment
 from .jobs_progress import RunProgress
 
 

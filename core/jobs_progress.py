@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 from dataclasses import dataclass, field
 
-from .estimates import SpeedBook, plan_seconds, uses_frozen_path
+from .estimates import SpeedBook, plan_seconds
 
 PHASE_WORDS = {"decode": "reading images", "features": "extracting features", "train": "training",
                "val": "validating", "": "preparing"}
@@ -89,8 +89,6 @@ class RunProgress:
         self._enter("train", info["batches_per_epoch"])
 
     def on_batch_end(self, info: dict) -> None:
-        if info.get("phase") == "features":  # older event form
-            return self.on_progress({"phase": "features", "done": info["batch"], "total": info["batches"]})
         self._enter("train", info["batches"])
         self.epoch, self.done = max(info["epoch"], 1), info["batch"]
 
@@ -179,6 +177,3 @@ class RunProgress:
         if self.phase == "train":
             return f"epoch {min(len(self.history) + 1, self.config.train.epochs)}/{self.config.train.epochs} · batch {self.done}/{self.total}"
         return "preparing"
-
-
-__all__ = ["RunProgress", "uses_frozen_path"]

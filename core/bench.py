@@ -21,7 +21,7 @@ MODES = {"frozen": ("imagenet", "backbone"), "finetune": ("imagenet", "none"), "
 
 
 def add_arguments(p) -> None:
-    from .paths import demo_dataset
+    from core.paths import demo_dataset
     p.add_argument("--data", default=str(demo_dataset() or ""), help="dataset with train/ and val/ (default: ants/bees)")
     p.add_argument("--arch", default="mobilenet_v2")
     p.add_argument("--modes", default="frozen,finetune,scratch")
@@ -42,8 +42,8 @@ def argparse_hidden():
 # ---- the baseline: the classic tutorial loop, as written there ------------------------------
 def baseline(data: str, arch: str, mode: str, epochs: int, batch_size: int, seed: int) -> dict:
     from torchvision import datasets, transforms
-    from .surgery import freeze
-    from .zoo import build_model
+    from core.models.surgery import freeze
+    from core.models.zoo import build_model
     torch.manual_seed(seed)
     weights, strategy = MODES[mode]
     norm = transforms.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])
@@ -86,12 +86,12 @@ def baseline(data: str, arch: str, mode: str, epochs: int, batch_size: int, seed
 
 
 def ours(data: str, arch: str, mode: str, epochs: int, batch_size: int, seed: int) -> dict:
-    from .experiment import ExperimentConfig, run_experiment
+    from core.training.experiment import ExperimentConfig, run_experiment
     import tempfile
 
-    from .predict import Predictor
-    from .runs import load_run
-    from .trainer import TrainConfig
+    from core.serving.predict import Predictor
+    from core.runs.store import load_run
+    from core.training.trainer import TrainConfig
     weights, strategy = MODES[mode]
     with tempfile.TemporaryDirectory() as runs:
         cfg = ExperimentConfig(data=data, arch=arch, weights=weights, freeze=strategy,
@@ -109,7 +109,7 @@ def ours(data: str, arch: str, mode: str, epochs: int, batch_size: int, seed: in
 
 def predict_latency(predictor, data: str) -> float:
     """Median ms to classify one decoded photo after warm-up (transform + forward + softmax)."""
-    from .images import load_rgb
+    from core.data.images import load_rgb
     img = load_rgb(next(p for p in sorted((Path(data) / "val").rglob("*")) if p.is_file()))
     for _ in range(3):
         predictor.predict(img)
@@ -123,8 +123,8 @@ def predict_latency(predictor, data: str) -> float:
 
 def floor(arch: str, batch_size: int) -> dict:
     """Model-only throughput on ready tensors (channels_last): the machine's floor."""
-    from .device import configure_threads, inference_batch_size, pick_device
-    from .zoo import build_model
+    from core.device import configure_threads, inference_batch_size, pick_device
+    from core.models.zoo import build_model
     configure_threads()
     device = pick_device()
     model = build_model(arch, 2, "none").model.to(device, memory_format=torch.channels_last)
@@ -143,7 +143,7 @@ def floor(arch: str, batch_size: int) -> dict:
             opt.step()
         return bs * steps / (time.perf_counter() - t)
 
-    from .inference import fused_for_inference
+    from core.models.inference import fused_for_inference
     fused = fused_for_inference(model)  # the fastest eval form of the same function
     bs_inf = inference_batch_size(device)
     x = torch.randn(bs_inf, 3, 224, 224, device=device).contiguous(memory_format=torch.channels_last)
@@ -158,7 +158,7 @@ def floor(arch: str, batch_size: int) -> dict:
 
 
 def run_cell(a) -> dict:
-    from .device import configure_threads
+    from core.device import configure_threads
     configure_threads()
     impl, mode = a.cell.split(":")
     if impl == "floor":
@@ -187,7 +187,7 @@ def main(a) -> int:
     args = ["--data", a.data, "--arch", a.arch, "--epochs-frozen", str(a.epochs_frozen), "--epochs-finetune",
             str(a.epochs_finetune), "--epochs-scratch", str(a.epochs_scratch), "--batch-size", str(a.batch_size),
             "--seed", str(a.seed)]
-    from .device import device_label
+    from core.device import device_label
     results = {"machine": device_label(), "arch": a.arch, "batch_size": a.batch_size, "floor": _cell(args, "floor:all"),
                "modes": {}}
     for mode in a.modes.split(","):

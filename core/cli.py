@@ -10,7 +10,7 @@ import argparse
 import json
 import sys
 
-from .errors import ImageReadError, TransferLabError
+from core.errors import ImageReadError, TransferLabError
 
 
 def _freeze_arg(value: str):
@@ -33,8 +33,8 @@ class EpochPrinter:
 
 
 def cmd_train(a) -> int:
-    from .experiment import ExperimentConfig, run_experiment
-    from .trainer import TrainConfig
+    from core.training.experiment import ExperimentConfig, run_experiment
+    from core.training.trainer import TrainConfig
 
     tc = TrainConfig(epochs=a.epochs, batch_size=a.batch_size, lr=a.lr, momentum=a.momentum, weight_decay=a.weight_decay,
                      optimizer=a.optimizer, scheduler=a.scheduler, label_smoothing=a.label_smoothing, seed=a.seed,
@@ -42,7 +42,7 @@ def cmd_train(a) -> int:
     cfg = ExperimentConfig(data=a.data, arch=a.arch, weights=a.weights, freeze=a.freeze, hidden=a.hidden,
                            dropout=a.dropout, val_split=a.val_split, device=a.device, name=a.name, train=tc)
     run_dir, result, seconds = run_experiment(cfg, [EpochPrinter()], runs_dir=a.runs_dir)
-    from .runs import load_run
+    from core.runs.store import load_run
     summary = load_run(run_dir)["summary"] if run_dir else {}
     print(json.dumps({"run_dir": str(run_dir) if run_dir else None, "best_val_acc": result.best_val_acc,
                       "best_epoch": result.best_epoch, "epochs": len(result.history), "seconds": round(seconds, 3),
@@ -53,12 +53,12 @@ def cmd_train(a) -> int:
 
 
 def _device_name() -> str:
-    from .device import pick_device
+    from core.device import pick_device
     return str(pick_device("auto"))
 
 
 def cmd_predict(a) -> int:
-    from .predict import Predictor
+    from core.serving.predict import Predictor
     p = Predictor(a.run_dir, a.device)
     ok = True
     for row in p.predict_files(a.images, a.topk):
@@ -68,8 +68,8 @@ def cmd_predict(a) -> int:
 
 
 def cmd_inspect(a) -> int:
-    from .surgery import freeze, summarize
-    from .zoo import build_model
+    from core.models.surgery import freeze, summarize
+    from core.models.zoo import build_model
     built = build_model(a.arch, a.num_classes, a.weights or "none", a.hidden, a.dropout)
     freeze(built.model, a.arch, a.freeze)
     out = {**summarize(built.model, a.arch), "num_classes": a.num_classes, "transform": built.transform.to_dict()}
@@ -81,7 +81,7 @@ def cmd_inspect(a) -> int:
 
 
 def cmd_runs(a) -> int:
-    from .runs import list_runs
+    from core.runs.store import list_runs
     rows = [{"run_dir": r["dir"], "name": r["name"], "arch": r["config"].get("arch"), "weights": r["config"].get("weights"),
              "freeze": r["config"].get("freeze"), "best_val_acc": r["summary"].get("best_val_acc"),
              "best_epoch": r["summary"].get("best_epoch"), "seconds": r["summary"].get("seconds")}
@@ -91,12 +91,12 @@ def cmd_runs(a) -> int:
 
 
 def cmd_bench(a) -> int:
-    from .bench import main as bench_main
+    from core.bench import main as bench_main
     return bench_main(a)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .paths import DEFAULT_RUNS_DIR
+    from core.paths import DEFAULT_RUNS_DIR
     ap = argparse.ArgumentParser(prog="python -m core", description="transferlab: transfer learning on images")
     sub = ap.add_subparsers(dest="command", required=True)
 
@@ -146,7 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.set_defaults(fn=cmd_runs)
 
     b = sub.add_parser("bench", help="benchmark the trainer against the PyTorch tutorial loop")
-    from .bench import add_arguments
+    from core.bench import add_arguments
     add_arguments(b)
     b.set_defaults(fn=cmd_bench)
     return ap

@@ -5,7 +5,7 @@ import contextlib
 
 import torch
 
-from .fastdata import workers
+from core.data.batches import workers
 
 
 def pick_device(name: str = "auto") -> torch.device:

@@ -50,8 +50,8 @@ DEMO_URL = "https://download.pytorch.org/tutorial/hymenoptera_data.zip"
 def fetch_demo_dataset(progress=None) -> Path:
     """Download and safely extract the ants/bees photos into the data folder (used only
     where ../shared is absent and there is a network)."""
-    from .archive import extract_zip
-    from .download import download
+    from core.data.archive import extract_zip
+    from core.models.download import download
 
     found = demo_dataset()
     if found:

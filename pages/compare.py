@@ -4,7 +4,7 @@ from pathlib import Path
 import plotly.express as px
 import streamlit as st
 
-from core.runs import WEIGHTS, delete_run
+from core.runs.store import WEIGHTS, delete_run
 from ui import common
 from ui import state as S
 
@@ -21,7 +21,7 @@ if not chosen:
     st.info("Pick one or more runs.")
     st.stop()
 
-from core.runs import load_run  # noqa: E402
+from core.runs.store import load_run  # noqa: E402
 loaded = {d: load_run(d) for d in chosen}
 st.plotly_chart(common.curves_figure([(by_dir[d]["name"], loaded[d].get("history", [])) for d in chosen], height=420),
                 width="stretch")

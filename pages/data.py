@@ -3,9 +3,9 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from core import paths
-from core.data import resolve_source
+from core.data.datasets import resolve_source
 from core.errors import TransferLabError
-from core.transforms import TransformSpec, augmented_samples
+from core.data.transforms import TransformSpec, augmented_samples
 from ui import common
 from ui import state as S
 

@@ -4,9 +4,9 @@ from pathlib import Path
 import streamlit as st
 
 from core import paths
-from core.checkpoint import read_state_dict
+from core.models.checkpoint import read_state_dict
 from core.errors import TransferLabError
-from core.surgery import stages_of
+from core.models.surgery import stages_of
 from ui import common
 from ui import state as S
 

@@ -4,8 +4,8 @@ import io
 import plotly.graph_objects as go
 import streamlit as st
 
-from core.images import ImageReadError, load_rgb
-from core.predict import explain
+from core.data.images import ImageReadError, load_rgb
+from core.serving.predict import explain
 from ui import common
 from ui import state as S
 

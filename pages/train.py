@@ -4,7 +4,7 @@ import time
 
 import streamlit as st
 
-from core.zoo import pretrained_available
+from core.models.zoo import pretrained_available
 from ui import common
 from ui import state as S
 from ui.jobs import training_queue

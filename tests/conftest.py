@@ -88,8 +88,8 @@ def app(isolated_dirs):
 
 
 def make_run(data, runs_dir, name="r1", arch="mobilenet_v3_small", weights="none", freeze="none", epochs=1):
-    from core.experiment import ExperimentConfig, run_experiment
-    from core.trainer import TrainConfig
+    from core.training.experiment import ExperimentConfig, run_experiment
+    from core.training.trainer import TrainConfig
     cfg = ExperimentConfig(data=str(data), arch=arch, weights=weights, freeze=freeze, name=name,
                            train=TrainConfig(epochs=epochs, batch_size=8))
     run_dir, _, _ = run_experiment(cfg, runs_dir=runs_dir)

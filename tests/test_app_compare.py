@@ -20,6 +20,6 @@ def test_compare_two_runs_and_delete_one(app, tiny_split, isolated_dirs):
     focus = at.selectbox[0].value
     next(b for b in at.button if b.label == "Delete").click().run()
     assert not at.exception
-    from core.runs import list_runs
+    from core.runs.store import list_runs
     left = [r["dir"] for r in list_runs(isolated_dirs / "runs")]
     assert focus not in left and len(left) == 1

@@ -3,7 +3,7 @@ is what the run started on Train actually used, after visits to other pages and 
 refresh (a new session of the same tab id).  The bugs of a page-by-page app live here."""
 from pathlib import Path
 
-from core.runs import list_runs
+from core.runs.store import list_runs
 from tests.conftest import ROOT, wait_for_jobs
 from ui import state as S
 

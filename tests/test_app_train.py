@@ -1,5 +1,5 @@
 """Train page (AppTest): a background run with live curves, and transfer vs scratch."""
-from core.runs import list_runs
+from core.runs.store import list_runs
 from tests.conftest import wait_for_jobs
 from ui import state as S
 

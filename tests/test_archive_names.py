@@ -17,7 +17,7 @@ import zlib
 import pytest
 from PIL import Image
 
-from core import archive, data
+from core.data import archive, datasets as data
 from core.errors import ArchiveError
 
 IMAGES_PER_CLASS = 4

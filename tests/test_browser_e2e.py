@@ -51,7 +51,7 @@ def server(tmp_path, ants_bees, mobilenet_file):
 
 
 def _saved_configs(runs_dir: Path) -> list[dict]:
-    from core.runs import list_runs
+    from core.runs.store import list_runs
     return [r["config"] for r in list_runs(runs_dir)]
 
 

@@ -6,9 +6,9 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from core.checkpoint import read_state_dict
+from core.models.checkpoint import read_state_dict
 from core.errors import WeightsError
-from core.zoo import build_model
+from core.models.zoo import build_model
 
 
 def test_real_mobilenet_file_into_two_classes(mobilenet_file):

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from core.predict import evaluate
-from core.runs import load_run
+from core.serving.predict import evaluate
+from core.runs.store import load_run
 
 ROOT = Path(__file__).resolve().parent.parent
 

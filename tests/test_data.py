@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from core import archive, data
+from core.data import archive, datasets as data
 from core.errors import ArchiveError, DatasetError
-from core.images import ImageReadError, load_rgb
+from core.data.images import ImageReadError, load_rgb
 from tests.conftest import write_image
 
 

@@ -4,12 +4,12 @@ import threading
 
 import torch
 
-from core import surgery
-from core.data import scan_dataset
-from core.feature_cache import FeatureCache
-from core.trainer import TrainConfig, Trainer
-from core.transforms import TransformSpec
-from core.zoo import ModelSpec, instantiate
+from core.models import surgery
+from core.data.datasets import scan_dataset
+from core.training.feature_cache import FeatureCache
+from core.training.trainer import TrainConfig, Trainer
+from core.data.transforms import TransformSpec
+from core.models.zoo import ModelSpec, instantiate
 
 CPU = torch.device("cpu")
 SPEC = TransformSpec(crop_size=32, resize_size=36)

@@ -10,7 +10,7 @@ import zipfile
 
 import pytest
 
-from core import archive, data
+from core.data import archive, datasets as data
 from core.errors import ArchiveError, DatasetError
 from tests.conftest import ANTS_BEES
 from tests.test_fuzz_kit import FOREIGN, Tally, cut_offsets, flipped, random_blobs

@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from core import images
+from core.data import images
 from core.errors import ImageReadError, TransferLabError
-from core.images import load_rgb
+from core.data.images import load_rgb
 from tests.conftest import ANTS_BEES
 from tests.test_fuzz_kit import FOREIGN, Tally, cut_offsets, flipped, random_blobs
 

@@ -19,8 +19,8 @@ from safetensors.torch import save_file
 
 from core.cli import main as cli_main
 from core.errors import RunError
-from core.predict import Predictor
-from core.runs import load_weights
+from core.serving.predict import Predictor
+from core.runs.store import load_weights
 from tests.conftest import make_run, write_image
 from tests.test_fuzz_kit import Tally, cut_offsets, flipped, random_blobs
 
@@ -203,7 +203,7 @@ def test_cli_predict_exits_2_with_one_line(run, tmp_path, capsys):
 
 def test_list_runs_leaves_out_damaged_runs(tmp_path):
     """The run list (Compare, Predict, `python -m core runs`) skips a damaged run instead of failing."""
-    from core.runs import list_runs
+    from core.runs.store import list_runs
     for name, config in (("bad-utf8", b"\xff\xfe{"), ("not-object", b"[1, 2]"), ("odd-created", b'{"created": "x"}'),
                          ("good", b'{"created": 1.0}')):
         d = tmp_path / name

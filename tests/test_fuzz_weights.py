@@ -18,7 +18,7 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
-from core.checkpoint import read_state_dict
+from core.models.checkpoint import read_state_dict
 from core.cli import main as cli_main
 from core.errors import WeightsError
 from tests.test_fuzz_kit import FOREIGN, Tally, cut_offsets, flipped, random_blobs

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from core.experiment import ExperimentConfig, run_experiment
-from core.jobs import TrainingQueue
-from core.runs import PARTIAL, list_runs
-from core.trainer import TrainConfig
+from core.training.experiment import ExperimentConfig, run_experiment
+from core.runs.jobs import TrainingQueue
+from core.runs.store import PARTIAL, list_runs
+from core.training.trainer import TrainConfig
 
 
 def _cfg(data, runs_name, **kw):
@@ -140,9 +140,9 @@ def test_eta_covers_the_whole_job(tiny_folders, isolated_dirs):
 def test_eta_stays_honest_when_feature_extraction_resumes(monkeypatch):
     """Validation features, then decoding the training images, then their features: the
     estimate must follow the measured rate, not collapse when a phase resumes part-way."""
-    from core import jobs_progress
-    from core.estimates import SpeedBook
-    from core.jobs_progress import RunProgress
+    from core.runs import jobs_progress
+    from core.runs.estimates import SpeedBook
+    from core.runs.jobs_progress import RunProgress
     clock = [1000.0]
     monkeypatch.setattr(jobs_progress.time, "time", lambda: clock[0])
     r = RunProgress("r", _cfg("x", "eta"), 245, 153)

@@ -3,8 +3,8 @@ import pytest
 import torch
 from torch import nn
 
-from core import surgery
-from core.zoo import ModelSpec, instantiate
+from core.models import surgery
+from core.models.zoo import ModelSpec, instantiate
 
 # (architecture, input size): 20 architectures from 17 families, small inputs where allowed.
 ARCHS = [("resnet18", 64), ("resnext50_32x4d", 64), ("regnet_x_400mf", 64), ("shufflenet_v2_x0_5", 64),

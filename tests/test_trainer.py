@@ -3,16 +3,18 @@ speed and not meaning."""
 import torch
 from torch import nn
 
-from core import features, surgery
-from core.data import scan_dataset
+from core.training import features
+
+from core.models import surgery
+from core.data.datasets import scan_dataset
 from core.device import pick_device
-from core.experiment import ExperimentConfig, run_experiment
-from core.fastdata import BatchSource
-from core.images import load_rgb
-from core.runs import list_runs, load_run
-from core.trainer import TrainConfig, Trainer
-from core.transforms import TransformSpec, eval_transform
-from core.zoo import ModelSpec, instantiate
+from core.training.experiment import ExperimentConfig, run_experiment
+from core.data.batches import BatchSource
+from core.data.images import load_rgb
+from core.runs.store import list_runs, load_run
+from core.training.trainer import TrainConfig, Trainer
+from core.data.transforms import TransformSpec, eval_transform
+from core.models.zoo import ModelSpec, instantiate
 
 CPU = torch.device("cpu")
 SPEC = TransformSpec(crop_size=32, resize_size=36)

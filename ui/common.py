@@ -13,12 +13,12 @@ from plotly.subplots import make_subplots
 
 from core import paths
 from core.errors import TransferLabError
-from core.data import scan_dataset
+from core.data.datasets import scan_dataset
 from core.device import device_label
-from core.predict import Predictor, evaluate
-from core.runs import list_runs
-from core.surgery import freeze, summarize
-from core.zoo import arch_info, build_model, list_architectures
+from core.serving.predict import Predictor, evaluate
+from core.runs.store import list_runs
+from core.models.surgery import freeze, summarize
+from core.models.zoo import arch_info, build_model, list_architectures
 
 from . import state as S
 
@@ -26,8 +26,8 @@ from . import state as S
 def experiment(ds, weights: str | None = None, freeze=None, name: str | None = None):
     """The ExperimentConfig of the stored setup (``weights``/``freeze`` override it, for
     the transfer-vs-scratch runs).  Built from the store alone, never from widgets."""
-    from core.experiment import ExperimentConfig
-    from core.trainer import TrainConfig
+    from core.training.experiment import ExperimentConfig
+    from core.training.trainer import TrainConfig
     ss = st.session_state
     return ExperimentConfig(data=str(ds.root), arch=ss[S.ARCH], weights=weights or S.weights_argument(),
                             freeze=ss[S.FREEZE] if freeze is None else freeze, hidden=int(ss[S.HIDDEN]),
@@ -161,7 +161,7 @@ def curves_figure(series: list[tuple[str, list[dict]]], height: int = 380) -> go
 @st.cache_data(show_spinner=False)
 def cached_arch_transform(arch: str) -> dict:
     """The transform spec of the weights a model of ``arch`` would load here."""
-    from core.transforms import TransformSpec
-    from core.zoo import local_weights, weight_versions
+    from core.data.transforms import TransformSpec
+    from core.models.zoo import local_weights, weight_versions
     found = local_weights(arch)
     return TransformSpec.from_weights(found[0] if found else weight_versions(arch)[0]).to_dict()

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from core.jobs import TrainingQueue
+from core.runs.jobs import TrainingQueue
 
 
 @st.cache_resource

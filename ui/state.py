@@ -21,8 +21,8 @@ import uuid
 import streamlit as st
 
 from core import paths
-from core.runs import write_json
-from core.trainer import TrainConfig
+from core.runs.store import write_json
+from core.training.trainer import TrainConfig
 
 # Data page
 DATA_SOURCE = "data_source"        # "demo" | "folder" | "zip"

@@ -20,10 +20,10 @@ from dataclasses import dataclass
 
 import torch
 
-from . import features
-from .fastdata import BatchSource, Stopped, estimate_bytes, train_batch
-from .feature_cache import FeatureCache, feature_key, files_signature, tensors_digest
-from .transforms import eval_transform
+from core.training import features
+from core.data.batches import BatchSource, Stopped, estimate_bytes, train_batch
+from core.training.feature_cache import FeatureCache, feature_key, files_signature, tensors_digest
+from core.data.transforms import eval_transform
 
 
 @dataclass
@@ -122,7 +122,7 @@ def _first_val_batch(out: FrozenFeatures, val_samples, spec, infer_bs: int) -> t
     this job built one, else through the PIL evaluation transform (bit-identical)."""
     if out.val_source is not None:
         return next(iter(out.val_source))[0]
-    from .images import load_rgb
+    from core.data.images import load_rgb
     tf = eval_transform(spec)
     return torch.stack([tf(load_rgb(p)) for p, _ in val_samples[:infer_bs]])
 

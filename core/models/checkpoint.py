@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .errors import WeightsError
+from core.errors import WeightsError
 
 WRAPPER_KEYS = ("state_dict", "model_state_dict", "model", "net", "module", "weights")
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .families import Family, family_of
+from core.models.families import Family, family_of
 
 
 def last_linear_path(model: nn.Module) -> str:

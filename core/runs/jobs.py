@@ -19,10 +19,10 @@ import traceback
 import uuid
 from dataclasses import dataclass, field
 
-from .errors import TransferLabError
-from .estimates import SpeedBook, feature_signature, uses_frozen_path
-from .experiment import run_experiment
-from .jobs_progress import RunProgress
+from core.errors import TransferLabError
+from core.runs.estimates import SpeedBook, feature_signature, uses_frozen_path
+from core.training.experiment import run_experiment
+from core.runs.jobs_progress import RunProgress
 
 
 @dataclass
@@ -56,7 +56,7 @@ def default_concurrency(device: str) -> int:
 
 class TrainingQueue:
     def __init__(self, concurrency: int | None = None, device: str | None = None, runner=run_experiment):
-        from .device import pick_device
+        from core.device import pick_device
         self.device = device or pick_device("auto").type
         self.concurrency = concurrency or default_concurrency(self.device)
         self.book = SpeedBook()

@@ -21,8 +21,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from .checkpoint import read_safetensors
-from .errors import RunError, WeightsError
+from core.models.checkpoint import read_safetensors
+from core.errors import RunError, WeightsError
 
 WEIGHTS = "weights.safetensors"
 PARTIAL = ".partial"

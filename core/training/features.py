@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .surgery import head_path, head_paths
+from core.models.surgery import head_path, head_paths
 
 STOCHASTIC = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout)
 
@@ -84,7 +84,7 @@ def module_path(model: nn.Module, module: nn.Module) -> str:
 def tail_inputs(model: nn.Module, entry: nn.Module, batches, device, amp_ctx=None, on_batch=None) -> torch.Tensor:
     """Inputs of ``entry`` for every batch, computed in eval mode and stopped right there.
     Runs on a BatchNorm-folded copy (``inference.py``) where the model can be traced."""
-    from .inference import fused_for_inference
+    from core.models.inference import fused_for_inference
     path = module_path(model, entry)
     net = fused_for_inference(model)
     try:

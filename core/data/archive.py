@@ -28,8 +28,8 @@ import zipfile
 import zlib
 from pathlib import Path, PurePosixPath
 
-from .errors import ArchiveError
-from .images import IGNORED_NAMES
+from core.errors import ArchiveError
+from core.data.images import IGNORED_NAMES
 
 DEFAULT_MAX_BYTES = 2 * 1024**3
 # Part of the extraction folder's name: archives extracted before names were decoded

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .families import family_of
+from core.models.families import family_of
 
 
 def cam_layer_path(arch: str) -> str | None:

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 from dataclasses import dataclass, field
 
-from .estimates import SpeedBook, plan_seconds
+from core.runs.estimates import SpeedBook, plan_seconds
 
 PHASE_WORDS = {"decode": "reading images", "features": "extracting features", "train": "training",
                "val": "validating", "": "preparing"}

@@ -103,7 +103,7 @@ def augmented_samples(samples: list[tuple[str, int]], classes: list[str], spec: 
     emoji glyphs."""
     from torchvision.transforms.v2 import functional as F
 
-    from .images import ImageReadError, load_rgb
+    from core.data.images import ImageReadError, load_rgb
 
     rng = random.Random(seed)
     out = []

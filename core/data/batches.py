@@ -19,8 +19,8 @@ from torch.utils.data import DataLoader, Dataset as TorchDataset
 from torchvision.transforms import v2 as T
 from torchvision.transforms.v2 import functional as F
 
-from .images import load_rgb
-from .transforms import TransformSpec, eval_transform, train_transform
+from core.data.images import load_rgb
+from core.data.transforms import TransformSpec, eval_transform, train_transform
 
 DEFAULT_CACHE_MB = 4096
 

@@ -8,13 +8,13 @@ from pathlib import Path
 import torch
 from torchvision.transforms import InterpolationMode
 
-from .device import pick_device
-from .errors import RunError
-from .images import ImageReadError, load_rgb
-from .inference import fused_for_inference
-from .runs import WEIGHTS, load_run, load_weights
-from .transforms import TransformSpec, eval_transform
-from .zoo import ModelSpec, instantiate, list_architectures
+from core.device import pick_device
+from core.errors import RunError
+from core.data.images import ImageReadError, load_rgb
+from core.models.inference import fused_for_inference
+from core.runs.store import WEIGHTS, load_run, load_weights
+from core.data.transforms import TransformSpec, eval_transform
+from core.models.zoo import ModelSpec, instantiate, list_architectures
 
 
 def load_model(run: dict, device: torch.device, spec: ModelSpec | None = None):
@@ -155,7 +155,7 @@ def evaluate(run_dir, device: str = "auto", batch_size: int = 64) -> dict:
 
 def explain(predictor: Predictor, image, class_index: int):
     """Grad-CAM overlay of ``class_index`` on the (center-cropped) image, or None."""
-    from .gradcam import gradcam, overlay
+    from core.serving.gradcam import gradcam, overlay
     from torchvision.transforms import v2 as T
     x = predictor.transform(image).unsqueeze(0).to(predictor.device)
     with predictor.cam_lock:

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
-from .errors import ImageReadError
+from core.errors import ImageReadError
 
 # A file over this many bytes is not a photo we want to decode in a dashboard.
 MAX_FILE_BYTES = 64 * 1024 * 1024

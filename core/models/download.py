@@ -14,7 +14,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from .errors import TransferLabError
+from core.errors import TransferLabError
 
 TIMEOUT_S = 15
 

@@ -25,12 +25,12 @@ from dataclasses import asdict, dataclass, field
 import torch
 from torch import nn
 
-from . import features, frozen_path
-from .inference import fused_for_inference
-from .device import amp_context, inference_batch_size, needs_grad_scaler
-from .fastdata import DEFAULT_CACHE_MB, BatchSource, Stopped
-from .surgery import train_mode, trainable_parameters
-from .transforms import TransformSpec
+from core.training import features, frozen_path
+from core.models.inference import fused_for_inference
+from core.device import amp_context, inference_batch_size, needs_grad_scaler
+from core.data.batches import DEFAULT_CACHE_MB, BatchSource, Stopped
+from core.models.surgery import train_mode, trainable_parameters
+from core.data.transforms import TransformSpec
 
 
 @dataclass
@@ -110,7 +110,7 @@ class Trainer:
         self.autocast = amp_context(device, cfg.amp)
         self.scaler = torch.amp.GradScaler("cuda") if needs_grad_scaler(device, cfg.amp) else None
         if feature_cache is None and cfg.feature_cache:
-            from .feature_cache import default_cache
+            from core.training.feature_cache import default_cache
             feature_cache = default_cache()
         self.feature_cache = feature_cache if cfg.feature_cache else None
 

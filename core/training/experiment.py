@@ -9,13 +9,13 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from . import paths
-from .data import Dataset, scan_dataset
-from .device import configure_threads, device_label, pick_device
-from .runs import RunWriter
-from .surgery import freeze, summarize
-from .trainer import TrainConfig, Trainer
-from .zoo import build_model
+from core import paths
+from core.data.datasets import Dataset, scan_dataset
+from core.device import configure_threads, device_label, pick_device
+from core.runs.store import RunWriter
+from core.models.surgery import freeze, summarize
+from core.training.trainer import TrainConfig, Trainer
+from core.models.zoo import build_model
 
 
 @dataclass

@@ -16,9 +16,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import archive, paths
-from .errors import DatasetError
-from .images import IMAGE_SUFFIXES, ImageReadError, is_ignored, load_rgb
+from core.data import archive
+
+from core import paths
+from core.errors import DatasetError
+from core.data.images import IMAGE_SUFFIXES, ImageReadError, is_ignored, load_rgb
 
 VAL_DIR_NAMES = ("val", "valid", "validation")
 

@@ -15,12 +15,14 @@ import torch
 from torch import nn
 from torchvision import models
 
-from . import download, paths
-from .checkpoint import LoadReport, load_matching, read_state_dict
-from .errors import UnknownArchitectureError, WeightsError
-from .families import family_of
-from .surgery import head_paths, reset_classifier
-from .transforms import TransformSpec
+from core.models import download
+
+from core import paths
+from core.models.checkpoint import LoadReport, load_matching, read_state_dict
+from core.errors import UnknownArchitectureError, WeightsError
+from core.models.families import family_of
+from core.models.surgery import head_paths, reset_classifier
+from core.data.transforms import TransformSpec
 
 
 @functools.lru_cache(maxsize=1)

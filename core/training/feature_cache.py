@@ -160,7 +160,7 @@ def default_cache() -> FeatureCache:
     """The process-wide cache: memory, plus ``<data dir>/features`` on disk unless
     ``TRANSFERLAB_FEATURE_DISK=0``.  A new one if the data folder moved (tests do that)."""
     global _DEFAULT
-    from . import paths
+    from core import paths
     disk = None if os.environ.get("TRANSFERLAB_FEATURE_DISK", "1") == "0" else paths.DEFAULT_DATA_DIR / "features"
     with _DEFAULT_LOCK:
         if _DEFAULT is None or _DEFAULT.disk_dir != disk:

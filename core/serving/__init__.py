@@ -1,0 +1,1 @@
+"""Serving a trained run: prediction, evaluation and Grad-CAM (``predict``, ``gradcam``)."""

@@ -1,5 +1,5 @@
 """Train: hyperparameters, Start/Stop, live progress and curves, and the one-click
-transfer-vs-scratch experiment.  Jobs run in the server's training queue (core/jobs.py)."""
+transfer-vs-scratch experiment.  Jobs run in the server's training queue (core/runs/jobs.py)."""
 import time
 
 import streamlit as st

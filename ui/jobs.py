@@ -1,4 +1,4 @@
-"""The server's one training queue (``core/jobs.py``), held for the life of the process.
+"""The server's one training queue (``core/runs/jobs.py``), held for the life of the process.
 
 ``st.cache_resource`` makes it one object per server: jobs survive page switches,
 refreshes and closed tabs; each job belongs to the tab (session id in the URL) that

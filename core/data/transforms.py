@@ -2,7 +2,7 @@
 
 Training: RandomResizedCrop + horizontal flip + normalise.  Evaluation: resize the
 shorter side, center crop, normalise.  The same spec drives the plain PIL pipeline and
-the tensor pipeline of the decoded-image cache (``fastdata.py``), so the two agree.
+the tensor pipeline of the decoded-image cache (``data/batches.py``), so the two agree.
 """
 from __future__ import annotations
 

@@ -6,7 +6,7 @@ on a CPU, where two jobs would only share two cores and each take twice as long 
 share torch's global RNG, which makes results depend on timing), more on a GPU.
 
 What jobs never share: models (each run builds its own), traced or folded copies
-(``inference.py`` works on private copies), stop signals.  What they do share, read-only
+(``models/inference.py`` works on private copies), stop signals.  What they do share, read-only
 and by design: the frozen-feature cache and the speed book that feeds the estimates.
 A run that raises is recorded as that run's error; its job goes on to the next run,
 and no other job notices.  ``run_experiment`` leaves no half-written run on disk.

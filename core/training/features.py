@@ -83,7 +83,7 @@ def module_path(model: nn.Module, module: nn.Module) -> str:
 @torch.inference_mode()
 def tail_inputs(model: nn.Module, entry: nn.Module, batches, device, amp_ctx=None, on_batch=None) -> torch.Tensor:
     """Inputs of ``entry`` for every batch, computed in eval mode and stopped right there.
-    Runs on a BatchNorm-folded copy (``inference.py``) where the model can be traced."""
+    Runs on a BatchNorm-folded copy (``models/inference.py``) where the model can be traced."""
     from core.models.inference import fused_for_inference
     path = module_path(model, entry)
     net = fused_for_inference(model)

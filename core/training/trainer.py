@@ -6,7 +6,7 @@ Listeners (the CLI's printer, the dashboard, the run writer) implement any of
 learned so far, and the best weights, are kept.
 
 Two ways through an epoch, chosen automatically and with the same meaning:
-* plain: full forward/backward over batches from ``fastdata.BatchSource``;
+* plain: full forward/backward over batches from ``data.batches.BatchSource``;
 * frozen fast path (``features.py``, ``frozen_path.py``): the frozen body runs once, the
   head trains on its cached output, shared across runs by ``feature_cache.py``.  Used
   when only the head trains and the equivalence check passes.

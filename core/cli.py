@@ -32,15 +32,21 @@ class EpochPrinter:
               f"{r['seconds']:.1f}s  {r['images_per_s']:.0f} img/s", flush=True)
 
 
-def cmd_train(a) -> int:
-    from core.training.experiment import ExperimentConfig, run_experiment
+def _experiment(a):
+    from core.training.experiment import ExperimentConfig
     from core.training.trainer import TrainConfig
-
     tc = TrainConfig(epochs=a.epochs, batch_size=a.batch_size, lr=a.lr, momentum=a.momentum, weight_decay=a.weight_decay,
-                     optimizer=a.optimizer, scheduler=a.scheduler, label_smoothing=a.label_smoothing, seed=a.seed,
+                     optimizer=a.optimizer, scheduler=a.scheduler, schedule=a.schedule, freeze_epochs=a.freeze_epochs,
+                     lr_spread=a.lr_spread, micro_batch=a.micro_batch, label_smoothing=a.label_smoothing, seed=a.seed,
                      amp=a.amp, fast=not a.no_fast, feature_views=a.feature_views)
-    cfg = ExperimentConfig(data=a.data, arch=a.arch, weights=a.weights, freeze=a.freeze, hidden=a.hidden,
-                           dropout=a.dropout, val_split=a.val_split, device=a.device, name=a.name, train=tc)
+    return ExperimentConfig(data=a.data, arch=a.arch, weights=a.weights, freeze=a.freeze, hidden=a.hidden,
+                            dropout=a.dropout, val_split=a.val_split, device=a.device, name=getattr(a, "name", None),
+                            train=tc)
+
+
+def cmd_train(a) -> int:
+    from core.training.experiment import run_experiment
+    cfg = _experiment(a)
     run_dir, result, seconds = run_experiment(cfg, [EpochPrinter()], runs_dir=a.runs_dir)
     from core.runs.store import load_run
     summary = load_run(run_dir)["summary"] if run_dir else {}
@@ -80,6 +86,21 @@ def cmd_inspect(a) -> int:
     return 0
 
 
+def cmd_lr_find(a) -> int:
+    from core.training.experiment import run_lr_find
+    if not 0 < a.start < a.end:
+        raise ValueError(f"--start {a.start:g} and --end {a.end:g}: need 0 < start < end")
+    if a.iters < 3:
+        raise ValueError(f"--iters {a.iters}: the sweep needs at least 3 steps")
+    out = run_lr_find(_experiment(a), start=a.start, end=a.end, iters=a.iters)
+    if out["suggestion"] is not None:
+        print(f"suggested learning rate {out['suggestion']:.2g} ({out['method']}: {out['explanation']}); "
+              f"steepest {out['steepest']:.2g}, minimum/10 {out['minimum_over_10']:.2g}; "
+              f"{out['iters']} steps on {out['path']}, {out['seconds']:.1f}s", file=sys.stderr)
+    print(json.dumps(out))
+    return 0
+
+
 def cmd_runs(a) -> int:
     from core.runs.store import list_runs
     rows = [{"run_dir": r["dir"], "name": r["name"], "arch": r["config"].get("arch"), "weights": r["config"].get("weights"),
@@ -101,6 +122,22 @@ def build_parser() -> argparse.ArgumentParser:
     sub = ap.add_subparsers(dest="command", required=True)
 
     t = sub.add_parser("train", help="train a model on a dataset folder or .zip and save a run")
+    _experiment_arguments(t)
+    t.add_argument("--runs-dir", default=str(DEFAULT_RUNS_DIR))
+    t.add_argument("--name")
+    t.set_defaults(fn=cmd_train)
+
+    f = sub.add_parser("lr-find", help="sweep the learning rate and suggest one (prints the curve as JSON)")
+    _experiment_arguments(f)
+    f.add_argument("--start", type=float, default=1e-7)
+    f.add_argument("--end", type=float, default=10.0)
+    f.add_argument("--iters", type=int, default=100, help="optimiser steps in the sweep")
+    f.set_defaults(fn=cmd_lr_find)
+    return _other_commands(ap, sub)
+
+
+def _experiment_arguments(t) -> None:
+    from core.training.schedules import SCHEDULERS, SCHEDULES
     t.add_argument("data")
     t.add_argument("--arch", default="mobilenet_v2")
     t.add_argument("--weights", default="imagenet", help="imagenet | none | PATH to .pth/.pt/.safetensors")
@@ -114,17 +151,25 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--weight-decay", type=float, default=0.0)
     t.add_argument("--label-smoothing", type=float, default=0.0)
     t.add_argument("--optimizer", choices=["sgd", "adam", "adamw"], default="sgd")
-    t.add_argument("--scheduler", choices=["step", "cosine", "none"], default="step")
+    t.add_argument("--scheduler", choices=SCHEDULERS, default="step", help="for the standard schedule")
+    t.add_argument("--schedule", choices=SCHEDULES, default="standard",
+                   help="fine_tune: head-only epochs, then unfreeze with discriminative rates under one-cycle; "
+                        "gradual: one more stage group per epoch")
+    t.add_argument("--freeze-epochs", type=int, default=1, help="fine_tune: head-only epochs first")
+    t.add_argument("--lr-spread", type=float, default=100.0,
+                   help="fine_tune/gradual: the first stage's rate is the head's divided by this")
+    t.add_argument("--micro-batch", type=int, default=0,
+                   help="images per forward/backward (0: measured once per machine; the step stays at --batch-size)")
     t.add_argument("--val-split", type=float, default=0.2)
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto")
     t.add_argument("--amp", choices=["auto", "on", "off"], default="auto")
     t.add_argument("--feature-views", type=int, default=1, help="augmented views cached per image (frozen fast path)")
     t.add_argument("--no-fast", action="store_true", help="disable the fast paths (same results, slower)")
-    t.add_argument("--runs-dir", default=str(DEFAULT_RUNS_DIR))
-    t.add_argument("--name")
-    t.set_defaults(fn=cmd_train)
 
+
+def _other_commands(ap, sub) -> argparse.ArgumentParser:
+    from core.paths import DEFAULT_RUNS_DIR
     p = sub.add_parser("predict", help="classify images with a saved run")
     p.add_argument("run_dir")
     p.add_argument("images", nargs="+")

@@ -58,3 +58,32 @@ def amp_context(device: torch.device, amp: str = "auto"):
 
 def needs_grad_scaler(device: torch.device, amp: str) -> bool:
     return device.type == "cuda" and amp in ("auto", "on") and not torch.cuda.is_bf16_supported()
+
+
+CPU_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "amx_tile", "amx_bf16")
+
+
+def cpu_facts() -> dict:
+    """The CPU's model name and the instruction sets that decide training speed here
+    (AVX2 vs AVX-512 kernels; native bf16 in AVX512-BF16 or AMX).  Benchmarks print these
+    beside every figure because this project's machine changes CPU between sessions."""
+    model, flags = "unknown CPU", set()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key.strip() == "model name" and model == "unknown CPU":
+                    model = value.strip()
+                elif key.strip() == "flags" and not flags:
+                    flags = set(value.split())
+    except OSError:
+        pass
+    return {"model": model, "threads": torch.get_num_threads(), **{f: f in flags for f in CPU_FLAGS}}
+
+
+def cpu_line(facts: dict | None = None) -> str:
+    facts = facts or cpu_facts()
+    have = [f for f in CPU_FLAGS if facts.get(f)]
+    lacks = [f for f in CPU_FLAGS if not facts.get(f)]
+    return (f"{facts['model']}, {facts['threads']} threads; has {' '.join(have) or 'none of ' + ' '.join(CPU_FLAGS)}"
+            + (f"; lacks {' '.join(lacks)}" if lacks else ""))

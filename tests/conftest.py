@@ -1,5 +1,6 @@
-"""Shared fixtures: the real ants/bees photos and MobileNetV2 weights from ../shared, and
-small synthetic datasets written as real image files."""
+"""Shared fixtures: the real ants/bees photos and MobileNetV2 weights from ../shared, real
+Fashion-MNIST photos from a Debian package, and small synthetic datasets written as real
+image files."""
 from __future__ import annotations
 
 import os
@@ -11,6 +12,9 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("TRANSFERLAB_OFFLINE", "1")  # never wait on a network in tests
+# The micro-batch is measured once per machine; tests isolate their data folders, so they
+# share one measurement here instead of paying for it per test.
+os.environ.setdefault("TRANSFERLAB_SPEED", str(Path(__import__("tempfile").gettempdir()) / "transferlab-test-speed"))
 
 from core import paths  # noqa: E402
 
@@ -42,6 +46,16 @@ def write_image(path: Path, color, size=(64, 48), fmt="JPEG", mode="RGB") -> Pat
         img = img.convert(mode)
     img.save(path, fmt)
     return path
+
+
+@pytest.fixture(scope="session")
+def fashion_folder(tmp_path_factory) -> Path:
+    """Real non-ants/bees photos: 5 Fashion-MNIST classes, 40 train / 20 val each, built
+    once per session from Debian's dataset-fashion-mnist (see tests/fashion_mnist.py)."""
+    from tests.fashion_mnist import build_fashion_folder, fashion_mnist_files
+    if fashion_mnist_files() is None:
+        pytest.skip("Debian's dataset-fashion-mnist is not installed: apt-get install dataset-fashion-mnist")
+    return build_fashion_folder(tmp_path_factory.mktemp("fashion"))
 
 
 @pytest.fixture

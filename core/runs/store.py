@@ -98,7 +98,8 @@ class RunWriter:
         summary = {**extra, "best_val_acc": result.best_val_acc, "best_epoch": result.best_epoch,
                    "epochs": len(result.history), "stopped": result.stopped, "train_seconds": result.seconds,
                    "prep_seconds": result.prep_seconds, "path": result.path, "path_note": result.path_note,
-                   "images_per_s": _mean([h["images_per_s"] for h in result.history])}
+                   "images_per_s": _mean([h["images_per_s"] for h in result.history]),
+                   "phases": result.phases, "micro_batch": result.micro_batch}
         write_json(self.partial / "summary.json", summary)
         os.replace(self.partial, self.final)
 

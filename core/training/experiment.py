@@ -14,6 +14,7 @@ from core.data.datasets import Dataset, scan_dataset
 from core.device import configure_threads, device_label, pick_device
 from core.runs.store import RunWriter
 from core.models.surgery import freeze, summarize
+from core.training.schedules import describe
 from core.training.trainer import TrainConfig, Trainer
 from core.models.zoo import build_model
 
@@ -62,7 +63,8 @@ def run_experiment(cfg: ExperimentConfig, listeners=(), runs_dir=None, dataset: 
     config = {**cfg.to_dict(), "data": str(dataset.root), "model": built.spec.to_dict(),
               "transform": built.transform.to_dict(), "weights_loaded": built.weights,
               "device": str(device), "device_label": device_label(device),
-              "trainable_params": summary["trainable_params"], "total_params": summary["total_params"]}
+              "trainable_params": summary["trainable_params"], "total_params": summary["total_params"],
+              "schedule_text": describe(cfg.train, cfg.freeze)}
     root = dataset.root
     split = {"root": str(root), "layout": dataset.layout,
              "train": [[str(Path(p).relative_to(root)), y] for p, y in dataset.train],
@@ -71,7 +73,7 @@ def run_experiment(cfg: ExperimentConfig, listeners=(), runs_dir=None, dataset: 
                        built.load_report.to_dict() if built.load_report else None,
                        [{"path": p, "reason": r} for p, r in dataset.skipped])
     trainer = Trainer(built.model, cfg.arch, dataset.train, dataset.val, built.transform, cfg.train, device,
-                      [writer, *listeners], stop=stop)
+                      [writer, *listeners], stop=stop, freeze=cfg.freeze)
     if on_trainer:
         on_trainer(trainer)
     try:
@@ -84,3 +86,20 @@ def run_experiment(cfg: ExperimentConfig, listeners=(), runs_dir=None, dataset: 
         return None, result, seconds
     writer.finish(seconds=seconds, num_train=len(dataset.train), num_val=len(dataset.val), skipped=len(dataset.skipped))
     return writer.final, result, seconds
+
+
+def run_lr_find(cfg: ExperimentConfig, listeners=(), dataset: Dataset | None = None, stop=None,
+                start: float = 1e-7, end: float = 10.0, iters: int = 100) -> dict:
+    """The learning-rate finder on the model and data ``cfg`` describes (nothing is saved):
+    the curve, a suggested rate and how it was chosen (``lr_finder.py``)."""
+    from core.training.lr_finder import find_lr
+    configure_threads()
+    device = pick_device(cfg.device)
+    if dataset is None:
+        dataset = scan_dataset(cfg.data, cfg.val_split, cfg.train.seed)
+    built = prepare_model(cfg, len(dataset.classes))
+    trainer = Trainer(built.model, cfg.arch, dataset.train, dataset.val, built.transform, cfg.train, device,
+                      list(listeners), freeze=cfg.freeze)
+    out = find_lr(trainer, start, end, iters, stop)
+    return {**out, "arch": cfg.arch, "weights": built.weights, "freeze": cfg.freeze, "schedule": cfg.train.schedule,
+            "optimizer": cfg.train.optimizer, "batch_size": cfg.train.batch_size, "num_train": len(dataset.train)}

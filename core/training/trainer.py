@@ -5,7 +5,11 @@ Listeners (the CLI's printer, the dashboard, the run writer) implement any of
 ``on_run_end(result)``.  ``request_stop()`` ends the run between batches; what was
 learned so far, and the best weights, are kept.
 
-Two ways through an epoch, chosen automatically and with the same meaning:
+A schedule (``schedules.py``) divides the epochs into phases: ``standard`` is one,
+``fine_tune`` trains the head alone first and then unfreezes with discriminative rates.
+Each phase picks its path; ``on_phase_start`` marks a change.
+
+Two ways through an epoch, chosen automatically per phase and with the same meaning:
 * plain: full forward/backward over batches from ``data.batches.BatchSource``;
 * frozen fast path (``features.py``, ``frozen_path.py``): the frozen body runs once, the
   head trains on its cached output, shared across runs by ``feature_cache.py``.  Used
@@ -25,11 +29,11 @@ from dataclasses import asdict, dataclass, field
 import torch
 from torch import nn
 
-from core.training import features, frozen_path
+from core.training import features, frozen_path, micro_batch, schedules
 from core.models.inference import fused_for_inference
 from core.device import amp_context, inference_batch_size, needs_grad_scaler
 from core.data.batches import DEFAULT_CACHE_MB, BatchSource, Stopped
-from core.models.surgery import train_mode, trainable_parameters
+from core.models.surgery import freeze, stages_of, train_mode
 from core.data.transforms import TransformSpec
 
 
@@ -37,17 +41,22 @@ from core.data.transforms import TransformSpec
 class TrainConfig:
     epochs: int = 10
     batch_size: int = 32
-    lr: float = 0.001
+    lr: float = 0.001               # the peak rate of the head (one-cycle) or the starting rate
     momentum: float = 0.9
     weight_decay: float = 0.0
     optimizer: str = "sgd"          # sgd | adam | adamw
-    scheduler: str = "step"         # step | cosine | none
+    scheduler: str = "step"         # step | cosine | none | onecycle | warmup_cosine (standard schedule)
     step_size: int = 7
     gamma: float = 0.1
+    schedule: str = "standard"      # standard | fine_tune | gradual, see schedules.py
+    freeze_epochs: int = 1          # fine_tune: head-only epochs before the unfreeze
+    lr_spread: float = 100.0        # fine_tune / gradual: the first stage trains this many times slower than the head
+    pct_start: float = 0.3          # one-cycle: share of the steps rising to the peak (warm-up share for warmup_cosine)
     label_smoothing: float = 0.0
     seed: int = 0
     amp: str = "auto"               # auto (CUDA only) | on | off
     fast: bool = True               # allow the fast paths
+    micro_batch: int = 0            # 0: measured per machine (micro_batch.py); N: forward/backward N images at a time
     feature_views: int = 1          # augmented views cached per image on the frozen fast path (1: fastest, same accuracy here)
     cache_mb: int = DEFAULT_CACHE_MB
     feature_cache: bool = True      # share frozen-body features across runs (same results, see feature_cache.py)
@@ -65,30 +74,12 @@ class TrainResult:
     stopped: bool = False
     seconds: float = 0.0
     prep_seconds: float = 0.0
-    path: str = "plain"             # plain | frozen-features
+    path: str = "plain"             # plain | frozen-features | frozen-features, then plain
     path_note: str = ""
     stop_phase: str = ""            # where a stop request took effect: queued | preparing | training | validation
     feature_hits: int = 0           # frozen path: feature sets taken from the shared cache
-
-
-def make_optimizer(params, cfg: TrainConfig) -> torch.optim.Optimizer:
-    if cfg.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-    if cfg.optimizer == "adam":
-        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    if cfg.optimizer == "adamw":
-        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    raise ValueError(f"unknown optimizer {cfg.optimizer!r}: use sgd, adam or adamw")
-
-
-def make_scheduler(opt, cfg: TrainConfig):
-    if cfg.scheduler == "step":
-        return torch.optim.lr_scheduler.StepLR(opt, step_size=cfg.step_size, gamma=cfg.gamma)
-    if cfg.scheduler == "cosine":
-        return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, cfg.epochs))
-    if cfg.scheduler == "none":
-        return None
-    raise ValueError(f"unknown scheduler {cfg.scheduler!r}: use step, cosine or none")
+    phases: list[dict] = field(default_factory=list)  # the schedule as run (schedules.Phase), with its path
+    micro_batch: int = 0            # plain path: images per forward/backward (0: the frozen path only)
 
 
 def compute_loss(out, y, criterion) -> tuple[torch.Tensor, torch.Tensor]:
@@ -102,10 +93,13 @@ def compute_loss(out, y, criterion) -> tuple[torch.Tensor, torch.Tensor]:
 class Trainer:
     def __init__(self, model: nn.Module, arch: str, train_samples, val_samples, spec: TransformSpec,
                  cfg: TrainConfig, device: torch.device, listeners=(), stop: threading.Event | None = None,
-                 feature_cache=None):
+                 feature_cache=None, freeze=None):
         self.model, self.arch, self.spec, self.cfg, self.device = model, arch, spec, cfg, device
         self.train_samples, self.val_samples = train_samples, val_samples
         self.listeners = list(listeners)
+        self.base_freeze = freeze if freeze is not None else "none"  # the experiment's strategy (for the schedule)
+        self.train_source = self.val_source = None
+        self.path, self.micro = "plain", 0
         self._stop = stop or threading.Event()  # a job's one stop signal, shared by its runs
         self.autocast = amp_context(device, cfg.amp)
         self.scaler = torch.amp.GradScaler("cuda") if needs_grad_scaler(device, cfg.amp) else None
@@ -133,122 +127,189 @@ class Trainer:
         cfg, t0 = self.cfg, time.perf_counter()
         torch.manual_seed(cfg.seed)
         self.model.to(self.device, memory_format=torch.channels_last)
-        train_mode(self.model)
+        # What the experiment left trainable: phases freeze more, never less.
+        self.base_trainable = {n: p.requires_grad for n, p in self.model.named_parameters()}
+        phases = schedules.plan(cfg, self.base_freeze, len(stages_of(self.model, self.arch)))
         result = TrainResult()
-        try:
-            step = self._prepare(result)
-        except Stopped:  # nothing trained yet: nothing to keep
-            result.stopped, result.stop_phase = True, "preparing"
+        criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+        epoch, started = 0, False
+        for k, phase in enumerate(phases):
+            self._apply_freeze(phase.freeze)
+            try:
+                step = self._prepare(result, first=k == 0)
+            except Stopped:  # nothing trained in this phase yet
+                result.stopped, result.stop_phase = True, "preparing"
+                break
+            if k == 0:
+                result.prep_seconds = time.perf_counter() - t0
+            opt = schedules.make_optimizer(schedules.discriminative_groups(self.model, self.arch, phase.lr, phase.spread), cfg)
+            sched = schedules.make_scheduler(opt, phase, cfg, self._batches_per_epoch())
+            per_step = sched if phase.scheduler in schedules.PER_STEP else None
+            result.phases.append({**phase.to_dict(), "path": self.path, "micro_batch": self.micro})
+            if not started:
+                started = True
+                self.emit("on_run_start", {"epochs": cfg.epochs, "path": result.path, "path_note": result.path_note,
+                                           "num_train": len(self.train_samples), "num_val": len(self.val_samples),
+                                           "batches_per_epoch": self._batches_per_epoch(),
+                                           "prep_seconds": result.prep_seconds, "feature_hits": result.feature_hits,
+                                           "phases": [p.to_dict() for p in phases]})
+            else:
+                self.emit("on_phase_start", {"phase": phase.name, "path": self.path, "epoch": epoch + 1})
+            for _ in range(phase.epochs):
+                epoch += 1
+                if not self._epoch(epoch, phase, step, opt, sched, per_step, criterion, result):
+                    break
+            if result.stop_phase:
+                break
+        if not started:  # stopped before anything trained: nothing to keep
             result.seconds = result.prep_seconds = time.perf_counter() - t0
             self.emit("on_run_end", result)
             return result
-        result.prep_seconds = time.perf_counter() - t0
-        opt = make_optimizer(trainable_parameters(self.model), cfg)
-        sched = make_scheduler(opt, cfg)
-        criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
-        self.emit("on_run_start", {"epochs": cfg.epochs, "path": result.path, "path_note": result.path_note,
-                                   "num_train": len(self.train_samples), "num_val": len(self.val_samples),
-                                   "batches_per_epoch": self._batches_per_epoch(), "prep_seconds": result.prep_seconds,
-                                   "feature_hits": result.feature_hits})
-        for epoch in range(1, cfg.epochs + 1):
-            te = time.perf_counter()
-            torch.manual_seed(cfg.seed * 100_003 + epoch)  # augmentations, shuffles, dropout
-            lr = opt.param_groups[0]["lr"]
-            train_loss, train_acc, seen = step(epoch, opt, criterion)
-            if seen == 0:  # stopped before the first batch of this epoch
-                result.stop_phase = "training"
-                break
-            tv = time.perf_counter()
-            val = self._validate(criterion, epoch)
-            if val is None:  # stopped mid-validation: this epoch's weights are unvalidated, not kept
-                result.stop_phase = "validation"
-                break
-            val_loss, val_acc = val
-            if sched:
-                sched.step()
-            secs = time.perf_counter() - te
-            record = {"epoch": epoch, "train_loss": train_loss, "train_acc": train_acc, "val_loss": val_loss,
-                      "val_acc": val_acc, "lr": lr, "seconds": secs, "val_seconds": time.perf_counter() - tv,
-                      "images_per_s": seen / max(tv - te, 1e-9), "partial": seen < len(self.train_samples)}
-            result.history.append(record)
-            if val_acc > result.best_val_acc or result.best_state is None:
-                result.best_val_acc, result.best_epoch = val_acc, epoch
-                result.best_state = {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()}
-            self.emit("on_epoch_end", record)
-            if self.stopping:
-                result.stop_phase = "training"
-                break
         result.stopped = self.stopping
         result.seconds = time.perf_counter() - t0
         self.emit("on_run_end", result)
         return result
 
-    def _prepare(self, result: TrainResult):
-        """Choose the path and get its data ready; returns the epoch function."""
+    def _epoch(self, epoch, phase, step, opt, sched, per_step, criterion, result) -> bool:
+        """One epoch: train, validate, record.  False when a stop request ended it."""
+        te = time.perf_counter()
+        torch.manual_seed(self.cfg.seed * 100_003 + epoch)  # augmentations, shuffles, dropout
+        lr = opt.param_groups[-1]["lr"]  # the head's rate as the epoch starts
+        train_loss, train_acc, seen = step(epoch, opt, criterion, per_step)
+        if seen == 0:  # stopped before the first batch of this epoch
+            result.stop_phase = "training"
+            return False
+        tv = time.perf_counter()
+        val = self._validate(criterion, epoch)
+        if val is None:  # stopped mid-validation: this epoch's weights are unvalidated, not kept
+            result.stop_phase = "validation"
+            return False
+        val_loss, val_acc = val
+        if sched is not None and per_step is None:
+            sched.step()
+        secs = time.perf_counter() - te
+        record = {"epoch": epoch, "train_loss": train_loss, "train_acc": train_acc, "val_loss": val_loss,
+                  "val_acc": val_acc, "lr": lr, "seconds": secs, "val_seconds": time.perf_counter() - tv,
+                  "images_per_s": seen / max(tv - te, 1e-9), "partial": seen < len(self.train_samples),
+                  "phase": phase.name, "path": self.path}
+        result.history.append(record)
+        if val_acc > result.best_val_acc or result.best_state is None:
+            result.best_val_acc, result.best_epoch = val_acc, epoch
+            result.best_state = {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()}
+        self.emit("on_epoch_end", record)
+        if self.stopping:
+            result.stop_phase = "training"
+            return False
+        return True
+
+    def _apply_freeze(self, strategy) -> None:
+        """The phase's freeze, intersected with what the experiment left trainable."""
+        if strategy is not None:
+            freeze(self.model, self.arch, strategy)
+        for n, p in self.model.named_parameters():
+            p.requires_grad_(self.base_trainable[n] and (strategy is None or p.requires_grad))
+        train_mode(self.model)
+
+    def _prepare(self, result: TrainResult, first: bool = True):
+        """Choose this phase's path and get its data ready; returns the epoch function.
+        Sources decoded for an earlier phase are reused."""
         cfg = self.cfg
         blocker = features.fast_path_blocker(self.model, self.arch) if cfg.fast else "fast paths off"
         pin = self.device.type == "cuda"
         cache_mb = cfg.cache_mb if cfg.fast else 0
         self.infer_bs = inference_batch_size(self.device)
-        self.val_source = self.val_features = None
+        self.val_features = None
         if blocker is None:
             got = frozen_path.prepare(self.model, self.arch, self.train_samples, self.val_samples, self.spec, cfg,
                                       self.device, self.autocast, self.infer_bs, self.feature_cache, self.emit, self._stop)
             if isinstance(got, str):
                 blocker = got
             else:
-                self.frozen = got
+                self.frozen, self.path, self.micro = got, "frozen-features", 0
                 self.tail, self.val_features, self.val_labels = got.tail, got.val_features, got.val_labels
-                result.path, result.feature_hits = "frozen-features", got.hits
+                if got.val_source is not None:
+                    self.val_source = got.val_source
+                result.path, result.feature_hits = "frozen-features", result.feature_hits + got.hits
                 result.path_note = (f"body run once: {len(got.train_views)} augmented view(s) per training image cached"
                                     + (f"; {got.hits} of {got.hits + got.computed} feature sets reused from earlier runs"
                                        if got.hits else ""))
                 return self._frozen_epoch
-        result.path_note = blocker or ""
+        if first:
+            result.path_note = blocker or ""
+        else:
+            result.path = f"{result.path}, then plain" if result.path != "plain" else "plain"
 
         def decoded(what):
             return lambda d, n: self.emit("on_progress", {"phase": "decode", "what": what, "done": d, "total": n})
         if self.val_source is None:
             self.val_source = BatchSource(self.val_samples, self.spec, False, self.infer_bs, cache_mb, pin,
                                           progress=decoded("validation images"), stop=self._stop)
-        self.train_source = BatchSource(self.train_samples, self.spec, True, cfg.batch_size, cache_mb, pin,
-                                        progress=decoded("training images"), stop=self._stop)
+        if self.train_source is None:
+            self.train_source = BatchSource(self.train_samples, self.spec, True, cfg.batch_size, cache_mb, pin,
+                                            progress=decoded("training images"), stop=self._stop)
+        self.path = "plain"
+        self.micro = self._micro_batch()
+        result.micro_batch = self.micro
         return self._plain_epoch
+
+    def _micro_batch(self) -> int:
+        if self.cfg.micro_batch > 0:
+            return min(self.cfg.micro_batch, self.cfg.batch_size)
+        num_classes = 1 + max(y for _, y in self.train_samples)
+        micro, _ = micro_batch.choose(self.model, self.device, self.cfg.batch_size, self.spec.crop_size, num_classes,
+                                      self.autocast, self.cfg.amp == "on")
+        return micro
 
     def _batches_per_epoch(self) -> int:
         return -(-len(self.train_samples) // self.cfg.batch_size)
 
-    def _optimise(self, opt, loss) -> None:
-        opt.zero_grad(set_to_none=True)
+    def _backward(self, loss) -> None:
         if self.scaler:
             self.scaler.scale(loss).backward()
+        else:
+            loss.backward()
+
+    def _step(self, opt) -> None:
+        if self.scaler:
             self.scaler.step(opt)
             self.scaler.update()
         else:
-            loss.backward()
             opt.step()
 
-    def _run_batches(self, epoch, batches, forward, opt, criterion):
+    def _run_batches(self, epoch, batches, forward, opt, criterion, per_step, micro: int = 0):
+        """Train over ``batches``: one optimiser step per batch, forward/backward on slices
+        of ``micro`` images (the whole batch when 0), gradients accumulated."""
         total_loss, correct, seen, n_batches = 0.0, 0, 0, self._batches_per_epoch()
         for b, (x, y) in enumerate(batches):
             if self.stopping:
                 break
             y = y.to(self.device, non_blocking=True)
-            with self.autocast():
-                loss, logits = compute_loss(forward(x), y, criterion)
-            self._optimise(opt, loss)
-            total_loss += loss.item() * y.shape[0]
-            correct += (logits.argmax(1) == y).sum().item()
-            seen += y.shape[0]
-            self.emit("on_batch_end", {"epoch": epoch, "batch": b + 1, "batches": n_batches, "loss": loss.item()})
+            n = y.shape[0]
+            size = micro or n
+            opt.zero_grad(set_to_none=True)
+            batch_loss = 0.0
+            for s in range(0, n, size):
+                ys = y[s:s + size]
+                with self.autocast():
+                    loss, logits = compute_loss(forward(x[s:s + size]), ys, criterion)
+                # Mean over the slice, weighted by its share: the batch's mean loss and gradient.
+                self._backward(loss * (ys.shape[0] / n) if size < n else loss)
+                batch_loss += loss.item() * ys.shape[0]
+                correct += (logits.argmax(1) == ys).sum().item()
+            self._step(opt)
+            if per_step is not None:
+                per_step.step()
+            total_loss += batch_loss
+            seen += n
+            self.emit("on_batch_end", {"epoch": epoch, "batch": b + 1, "batches": n_batches, "loss": batch_loss / n})
         return (total_loss / max(seen, 1), correct / max(seen, 1), seen)
 
-    def _plain_epoch(self, epoch, opt, criterion):
+    def _plain_epoch(self, epoch, opt, criterion, per_step=None):
         train_mode(self.model)
 
         def forward(x):
             return self.model(x.to(self.device, non_blocking=True).contiguous(memory_format=torch.channels_last))
-        return self._run_batches(epoch, self.train_source, forward, opt, criterion)
+        return self._run_batches(epoch, self.train_source, forward, opt, criterion, per_step, self.micro)
 
     @torch.inference_mode()
     def _validate(self, criterion, epoch: int = 0) -> tuple[float, float] | None:
@@ -278,11 +339,12 @@ class Trainer:
         return total_loss / max(n, 1), correct / max(n, 1)
 
     # ---- frozen fast path (prepared by frozen_path.py) ----------------------------------
-    def _frozen_epoch(self, epoch, opt, criterion):
+    def _frozen_epoch(self, epoch, opt, criterion, per_step=None):
         train_mode(self.model)
         views = self.frozen.train_views
         feats, labels = views[(epoch - 1) % len(views)], self.frozen.train_labels
         order = torch.randperm(len(labels))
         bs = self.cfg.batch_size
         batches = ((feats[order[i:i + bs]], labels[order[i:i + bs]]) for i in range(0, len(order), bs))
-        return self._run_batches(epoch, batches, lambda f: self.tail(f.to(self.device, non_blocking=True)), opt, criterion)
+        return self._run_batches(epoch, batches, lambda f: self.tail(f.to(self.device, non_blocking=True)), opt, criterion,
+                                 per_step)

@@ -1,0 +1,177 @@
+"""Training schedules: what trains when, at which rate.
+
+A schedule is a list of *phases*.  Each phase fixes what is frozen, builds a fresh
+optimiser over what trains (one parameter group per stage group, for discriminative
+rates) and runs a learning-rate scheduler over its own epochs.
+
+* ``standard``: one phase, the experiment's freeze, the chosen scheduler (the PyTorch
+  tutorial's StepLR by default).
+* ``fine_tune`` (fastai's ``fine_tune``): ``freeze_epochs`` epochs training the head
+  alone under one-cycle with a long warm-up (pct_start 0.99), then everything the
+  experiment leaves trainable, at half the rate, with *discriminative* rates (the head at
+  ``lr / 2``, the first stage ``lr_spread`` times lower, geometric in between) under
+  one-cycle.  The head-only epochs take the frozen fast path (cached features); the
+  trainer switches to full forward/backward at the unfreeze.
+* ``gradual`` (ULMFiT's gradual unfreezing): epoch 1 trains the head, each later epoch
+  unfreezes one more stage group from the top, with the same discriminative rates.
+
+Per-step schedulers (``onecycle``, ``warmup_cosine``) advance after every optimiser
+step; per-epoch ones (``step``, ``cosine``) after every epoch.  A new phase starts a
+new optimiser: momentum buffers of the head do not carry across an unfreeze (fastai
+keeps them; the difference is one epoch's momentum, and it keeps phases independent).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from core.models.surgery import head_paths, stages_of
+
+SCHEDULES = ("standard", "fine_tune", "gradual")
+
+# What the transfer-vs-scratch experiment's fine-tuned run uses whatever the tab's own
+# settings (TrainConfig field overrides).  Measured on ants/bees and Fashion-MNIST photos:
+# see the bench and tests/test_fine_tune.py.
+FINE_TUNE_RECIPE = {"schedule": "fine_tune", "freeze_epochs": 1, "optimizer": "adam", "lr": 0.002,
+                    "lr_spread": 100.0, "weight_decay": 0.0}
+SCHEDULERS = ("step", "cosine", "none", "onecycle", "warmup_cosine")
+PER_STEP = ("onecycle", "warmup_cosine")
+
+
+@dataclass
+class Phase:
+    name: str              # shown in the history: "train", "frozen", "unfrozen", "unfreeze 2/7"
+    epochs: int
+    freeze: object         # a surgery.freeze strategy for the phase (never trains what the
+                           # experiment froze), or None: the experiment's own freeze
+    lr: float              # the top group's peak rate (the head's)
+    spread: float = 1.0    # first stage's rate = lr / spread; 1: one rate for all
+    scheduler: str = "step"
+    pct_start: float = 0.25  # one-cycle: share of steps rising to the peak; warmup_cosine: warm-up share
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+def plan(cfg, base_freeze, num_stages: int) -> list[Phase]:
+    """The phases of ``cfg`` (a TrainConfig) for a model with ``num_stages`` body stages
+    whose experiment-level freeze is ``base_freeze``."""
+    if cfg.schedule not in SCHEDULES:
+        raise ValueError(f"unknown schedule {cfg.schedule!r}: use {', '.join(SCHEDULES)}")
+    if cfg.scheduler not in SCHEDULERS:
+        raise ValueError(f"unknown scheduler {cfg.scheduler!r}: use {', '.join(SCHEDULERS)}")
+    if isinstance(base_freeze, str) and base_freeze.strip().isdigit():
+        base_freeze = int(base_freeze)
+    if cfg.schedule == "standard" or base_freeze == "backbone" or cfg.epochs < 2:
+        # Nothing to unfreeze (or no room for two phases): one phase as configured.
+        return [Phase("train", cfg.epochs, None, cfg.lr, 1.0, cfg.scheduler, cfg.pct_start)]
+    if cfg.schedule == "fine_tune":
+        frozen = min(max(1, cfg.freeze_epochs), cfg.epochs - 1)
+        return [Phase("frozen", frozen, "backbone", cfg.lr, 1.0, "onecycle", 0.99),
+                Phase("unfrozen", cfg.epochs - frozen, None, cfg.lr / 2, cfg.lr_spread, "onecycle", cfg.pct_start)]
+    # gradual: the first phase trains the head; then one more stage group per epoch from the top.
+    first_trainable = base_freeze if isinstance(base_freeze, int) else 0
+    phases = [Phase("frozen", 1, "backbone", cfg.lr, 1.0, "onecycle", 0.99)]
+    frozen_stages = num_stages
+    for e in range(2, cfg.epochs + 1):
+        frozen_stages = max(first_trainable, frozen_stages - 1)
+        last = e == cfg.epochs or frozen_stages == first_trainable
+        phases.append(Phase(f"unfreeze {num_stages - frozen_stages}/{num_stages - first_trainable}",
+                            cfg.epochs - e + 1 if last else 1, frozen_stages or None,
+                            cfg.lr / 2, cfg.lr_spread, "onecycle", cfg.pct_start))
+        if last:
+            break
+    return phases
+
+
+def stage_groups(model: nn.Module, arch: str) -> list[list[nn.Parameter]]:
+    """Trainable parameters grouped from the input to the head: one group per body stage
+    (from the family table), then the head(s).  Parameters in neither (a ViT's class token,
+    say) join the first group: they sit at the input."""
+    heads = head_paths(model, arch)
+    named = dict(model.named_parameters())
+    taken: set[str] = set()
+
+    def under(paths):
+        names = [n for n in named if n not in taken and any(n == p or n.startswith(p + ".") for p in paths)]
+        taken.update(names)
+        return names
+
+    head_names = under(heads)
+    groups = [under(paths) for _, paths in stages_of(model, arch)]
+    rest = [n for n in named if n not in taken]
+    if groups:
+        groups[0] = rest + groups[0]
+    else:
+        groups = [rest]
+    groups.append(head_names)
+    return [[named[n] for n in g if named[n].requires_grad] for g in groups]
+
+
+def discriminative_groups(model: nn.Module, arch: str, lr: float, spread: float) -> list[dict]:
+    """Optimiser parameter groups: the head at ``lr``, the first stage at ``lr / spread``,
+    geometric in between (fastai's ``slice(lr / spread, lr)``).  Empty groups are dropped."""
+    groups = stage_groups(model, arch)
+    n = len(groups)
+    out = []
+    for k, params in enumerate(groups):
+        if params:
+            rate = lr if spread <= 1 or n == 1 else lr / spread ** ((n - 1 - k) / (n - 1))
+            out.append({"params": params, "lr": rate, "group": k})
+    return out
+
+
+def make_optimizer(groups: list[dict], cfg) -> torch.optim.Optimizer:
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    raise ValueError(f"unknown optimizer {cfg.optimizer!r}: use sgd, adam or adamw")
+
+
+def make_scheduler(opt: torch.optim.Optimizer, phase: Phase, cfg, steps_per_epoch: int):
+    """The phase's scheduler, or None.  Per-step ones span the phase's optimiser steps."""
+    total = max(1, phase.epochs * steps_per_epoch)
+    if phase.scheduler == "step":
+        return torch.optim.lr_scheduler.StepLR(opt, step_size=cfg.step_size, gamma=cfg.gamma)
+    if phase.scheduler == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, phase.epochs))
+    if phase.scheduler == "none":
+        return None
+    if phase.scheduler == "onecycle":
+        # Peak at each group's own rate; starts at peak/25 and ends near zero, as fastai.
+        # Momentum cycles inversely (0.95 -> 0.85 -> 0.95) where the optimiser has one.
+        has_momentum = cfg.optimizer != "sgd" or cfg.momentum > 0
+        return torch.optim.lr_scheduler.OneCycleLR(
+            opt, max_lr=[g["lr"] for g in opt.param_groups], total_steps=total, pct_start=phase.pct_start,
+            anneal_strategy="cos", div_factor=25.0, final_div_factor=1e5, cycle_momentum=has_momentum)
+    if phase.scheduler == "warmup_cosine":
+        warm = max(1, round(phase.pct_start * total))
+        return torch.optim.lr_scheduler.LambdaLR(opt, lambda s: warmup_cosine(s, warm, total))
+    raise ValueError(f"unknown scheduler {phase.scheduler!r}: use {', '.join(SCHEDULERS)}")
+
+
+def warmup_cosine(step: int, warm: int, total: int) -> float:
+    """Multiplier of the peak rate: linear from 1/warm up to 1 over ``warm`` steps, then
+    cosine down to 0 at ``total``."""
+    if step < warm:
+        return (step + 1) / warm
+    return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warm) / max(1, total - warm))))
+
+
+def describe(cfg, base_freeze="none") -> str:
+    """One line for pages and the Compare table: what the schedule does."""
+    if cfg.schedule == "fine_tune" and base_freeze != "backbone" and cfg.epochs >= 2:
+        frozen = min(max(1, cfg.freeze_epochs), cfg.epochs - 1)
+        return (f"fine_tune: {frozen} head-only epoch{'s' * (frozen > 1)}, then {cfg.epochs - frozen} unfrozen "
+                f"(one-cycle, rates ÷{cfg.lr_spread:g} toward the input)")
+    if cfg.schedule == "gradual" and base_freeze != "backbone" and cfg.epochs >= 2:
+        return f"gradual unfreezing: one more stage group per epoch (one-cycle, rates ÷{cfg.lr_spread:g} toward the input)"
+    names = {"step": f"StepLR ×{cfg.gamma:g} every {cfg.step_size}", "cosine": "cosine", "none": "constant rate",
+             "onecycle": "one-cycle", "warmup_cosine": "cosine with warm-up"}
+    return names.get(cfg.scheduler, cfg.scheduler)

@@ -37,7 +37,7 @@ def _experiment(a):
     from core.training.trainer import TrainConfig
     tc = TrainConfig(epochs=a.epochs, batch_size=a.batch_size, lr=a.lr, momentum=a.momentum, weight_decay=a.weight_decay,
                      optimizer=a.optimizer, scheduler=a.scheduler, schedule=a.schedule, freeze_epochs=a.freeze_epochs,
-                     lr_spread=a.lr_spread, micro_batch=a.micro_batch, label_smoothing=a.label_smoothing, seed=a.seed,
+                     lr_spread=a.lr_spread, unfreeze_div=a.unfreeze_div, bn_stats=a.bn_stats, micro_batch=a.micro_batch, label_smoothing=a.label_smoothing, seed=a.seed,
                      amp=a.amp, fast=not a.no_fast, feature_views=a.feature_views)
     return ExperimentConfig(data=a.data, arch=a.arch, weights=a.weights, freeze=a.freeze, hidden=a.hidden,
                             dropout=a.dropout, val_split=a.val_split, device=a.device, name=getattr(a, "name", None),
@@ -158,6 +158,10 @@ def _experiment_arguments(t) -> None:
     t.add_argument("--freeze-epochs", type=int, default=1, help="fine_tune: head-only epochs first")
     t.add_argument("--lr-spread", type=float, default=100.0,
                    help="fine_tune/gradual: the first stage's rate is the head's divided by this")
+    t.add_argument("--unfreeze-div", type=float, default=2.0,
+                   help="fine_tune/gradual: the unfrozen phases peak at --lr divided by this (fastai: 2)")
+    t.add_argument("--bn-stats", choices=["auto", "train", "frozen"], default="auto",
+                   help="BatchNorm statistics while the body trains; auto: kept after a head-only phase")
     t.add_argument("--micro-batch", type=int, default=0,
                    help="images per forward/backward (0: measured once per machine; the step stays at --batch-size)")
     t.add_argument("--val-split", type=float, default=0.2)

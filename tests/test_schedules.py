@@ -22,6 +22,9 @@ def test_plan_fine_tune_is_head_first_then_the_experiments_own_freeze():
     frozen, unfrozen = schedules.plan(cfg, "none", 7)
     assert (frozen.name, frozen.epochs, frozen.freeze, frozen.lr, frozen.scheduler) == ("frozen", 1, "backbone", 0.002, "onecycle")
     assert (unfrozen.epochs, unfrozen.freeze, unfrozen.lr, unfrozen.spread) == (2, None, 0.001, 100.0)
+    assert unfrozen.bn_frozen and not frozen.bn_frozen
+    assert not schedules.plan(TrainConfig(epochs=3, schedule="fine_tune", bn_stats="train"), "none", 7)[1].bn_frozen
+    assert schedules.plan(TrainConfig(epochs=3, schedule="fine_tune", unfreeze_div=10, lr=0.03), "none", 7)[1].lr == 0.003
     # Nothing to unfreeze, or no room for two phases: one phase as configured.
     assert [p.name for p in schedules.plan(cfg, "backbone", 7)] == ["train"]
     assert [p.name for p in schedules.plan(TrainConfig(epochs=1, schedule="fine_tune"), "none", 7)] == ["train"]
@@ -111,6 +114,7 @@ def test_fine_tune_runs_head_first_on_cached_features_then_everything(tiny_split
             events.append(info)
     cfg = TrainConfig(epochs=3, batch_size=8, schedule="fine_tune", lr=0.01, micro_batch=4, feature_cache=False)
     t = _trainer(tiny_split, cfg, "none", [Listen()])
+    stats = {k: v.clone() for k, v in t.model.state_dict().items() if "running_" in k}
     r = t.fit()
     assert [h["phase"] for h in r.history] == ["frozen", "unfrozen", "unfrozen"]
     assert [h["path"] for h in r.history] == ["frozen-features", "plain", "plain"]
@@ -118,6 +122,18 @@ def test_fine_tune_runs_head_first_on_cached_features_then_everything(tiny_split
     assert [p["name"] for p in r.phases] == ["frozen", "unfrozen"] and r.phases[1]["micro_batch"] == 4
     assert events == [{"phase": "unfrozen", "path": "plain", "epoch": 2}]
     assert all(p.requires_grad for p in t.model.parameters())  # the experiment's freeze is back
+    # bn_stats "auto": after the head-only phase BatchNorm keeps the statistics the head learnt with.
+    assert r.phases[1]["bn_frozen"]
+    assert all(torch.equal(v, t.model.state_dict()[k]) and torch.equal(v, r.best_state[k]) for k, v in stats.items())
+
+
+def test_bn_stats_train_lets_batchnorm_statistics_move_after_the_unfreeze(tiny_split):
+    cfg = TrainConfig(epochs=2, batch_size=8, schedule="fine_tune", lr=0.01, micro_batch=8, feature_cache=False,
+                      bn_stats="train")
+    t = _trainer(tiny_split, cfg, "none")
+    stats = {k: v.clone() for k, v in t.model.state_dict().items() if "running_mean" in k}
+    t.fit()
+    assert any(not torch.equal(t.model.state_dict()[k], v) for k, v in stats.items())
 
 
 def test_micro_batch_choice_is_measured_once_and_remembered(tmp_path, monkeypatch):
@@ -126,14 +142,15 @@ def test_micro_batch_choice_is_measured_once_and_remembered(tmp_path, monkeypatc
     monkeypatch.setattr(micro_batch, "_rate", lambda m, size, *a: calls.append(size) or {32: 10.0, 16: 20.0, 8: 15.0}[size])
     model = build_model("mobilenet_v2", 2, "none").model
     got = micro_batch.choose(model, torch.device("cpu"), 32, 224, 2, lambda: torch.autocast("cpu", enabled=False))
-    assert got[0] == 16 and calls == [32, 16, 8]
+    assert got[0] == 16 and calls == [32, 16]  # never under MIN_MICRO (16): BatchNorm needs the images
     again = micro_batch.choose(model, torch.device("cpu"), 32, 224, 2, lambda: None)
-    assert again[0] == 16 and calls == [32, 16, 8]  # remembered: not measured again
+    assert again[0] == 16 and calls == [32, 16]  # remembered: not measured again
     assert json.loads((tmp_path / "micro_batch.json").read_text())
     # Within noise of the whole batch: keep the whole batch.
     monkeypatch.setenv("TRANSFERLAB_SPEED", str(tmp_path / "other"))
-    monkeypatch.setattr(micro_batch, "_rate", lambda m, size, *a: {32: 10.0, 16: 10.5, 8: 9.0}[size])
+    monkeypatch.setattr(micro_batch, "_rate", lambda m, size, *a: {32: 10.0, 16: 10.5}[size])
     assert micro_batch.choose(model, torch.device("cpu"), 32, 224, 2, lambda: None)[0] == 32
+    assert micro_batch.choose(model, torch.device("cuda"), 32, 224, 2, lambda: None)[0] == 32  # GPUs: whole batch
 
 
 def test_valley_sits_inside_the_longest_fall():

@@ -161,6 +161,19 @@ def train_mode(model: nn.Module) -> nn.Module:
     return model
 
 
+def keep_bn_statistics(model: nn.Module) -> nn.Module:
+    """Every BatchNorm normalises with its running statistics and leaves them as they are,
+    while its scale and shift (and everything else) may still train.  Used after a
+    head-only phase: the head learnt on features normalised with the pretrained
+    statistics, and switching BatchNorm to batch statistics at the unfreeze changes every
+    feature at once (on Fashion-MNIST photos, far from ImageNet, the unfrozen epochs then
+    peaked at 0.63 validation accuracy instead of 0.80).  It also makes micro-batches exact."""
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.eval()
+    return model
+
+
 # ---- summary -------------------------------------------------------------------------
 
 @dataclass

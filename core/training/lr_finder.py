@@ -136,6 +136,7 @@ def find_lr(trainer, start: float = 1e-7, end: float = 10.0, iters: int = 100, s
     first = schedules.plan(trainer.cfg, trainer.base_freeze, len(stages_of(model, trainer.arch)))[0]
     result, sweep = TrainResult(), None
     try:
+        trainer.bn_frozen = first.bn_frozen
         trainer._apply_freeze(first.freeze)
         step = trainer._prepare(result)
         opt = schedules.make_optimizer(schedules.discriminative_groups(model, trainer.arch, start, 1.0), trainer.cfg)

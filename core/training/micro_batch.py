@@ -12,7 +12,9 @@ per batch, so the step (and its learning rate) is the one of ``batch_size``.  Ba
 is the exception: in training mode it normalises each slice with that slice's own
 statistics (a micro-batch of 16 instead of 32: slightly noisier, a mild regulariser),
 and its running statistics are updated once per slice.  Frozen BatchNorm layers (eval
-mode, see ``surgery.train_mode``) are untouched.  GPUs keep the whole batch.
+mode, see ``surgery.train_mode``) are untouched.  Slices of 8 cost accuracy on ants/bees
+(fine_tune, best val 0.954 at slices of 32, 0.935 at 8), so slices never go below 16.
+GPUs keep the whole batch.
 """
 from __future__ import annotations
 

@@ -33,7 +33,7 @@ from core.training import features, frozen_path, micro_batch, schedules
 from core.models.inference import fused_for_inference
 from core.device import amp_context, inference_batch_size, needs_grad_scaler
 from core.data.batches import DEFAULT_CACHE_MB, BatchSource, Stopped
-from core.models.surgery import freeze, stages_of, train_mode
+from core.models.surgery import freeze, keep_bn_statistics, stages_of, train_mode
 from core.data.transforms import TransformSpec
 
 
@@ -51,6 +51,9 @@ class TrainConfig:
     schedule: str = "standard"      # standard | fine_tune | gradual, see schedules.py
     freeze_epochs: int = 1          # fine_tune: head-only epochs before the unfreeze
     lr_spread: float = 100.0        # fine_tune / gradual: the first stage trains this many times slower than the head
+    unfreeze_div: float = 2.0       # fine_tune / gradual: unfrozen phases peak at lr / this (fastai halves)
+    bn_stats: str = "auto"          # auto | train | frozen: BatchNorm statistics while the body trains (auto:
+                                    # kept after a head-only phase, see surgery.keep_bn_statistics)
     pct_start: float = 0.3          # one-cycle: share of the steps rising to the peak (warm-up share for warmup_cosine)
     label_smoothing: float = 0.0
     seed: int = 0
@@ -99,7 +102,7 @@ class Trainer:
         self.listeners = list(listeners)
         self.base_freeze = freeze if freeze is not None else "none"  # the experiment's strategy (for the schedule)
         self.train_source = self.val_source = None
-        self.path, self.micro = "plain", 0
+        self.path, self.micro, self.bn_frozen = "plain", 0, False
         self._stop = stop or threading.Event()  # a job's one stop signal, shared by its runs
         self.autocast = amp_context(device, cfg.amp)
         self.scaler = torch.amp.GradScaler("cuda") if needs_grad_scaler(device, cfg.amp) else None
@@ -134,6 +137,7 @@ class Trainer:
         criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
         epoch, started = 0, False
         for k, phase in enumerate(phases):
+            self.bn_frozen = phase.bn_frozen
             self._apply_freeze(phase.freeze)
             try:
                 step = self._prepare(result, first=k == 0)
@@ -202,13 +206,18 @@ class Trainer:
             return False
         return True
 
+    def _train_mode(self) -> None:
+        train_mode(self.model)
+        if self.bn_frozen:
+            keep_bn_statistics(self.model)
+
     def _apply_freeze(self, strategy) -> None:
         """The phase's freeze, intersected with what the experiment left trainable."""
         if strategy is not None:
             freeze(self.model, self.arch, strategy)
         for n, p in self.model.named_parameters():
             p.requires_grad_(self.base_trainable[n] and (strategy is None or p.requires_grad))
-        train_mode(self.model)
+        self._train_mode()
 
     def _prepare(self, result: TrainResult, first: bool = True):
         """Choose this phase's path and get its data ready; returns the epoch function.
@@ -305,7 +314,7 @@ class Trainer:
         return (total_loss / max(seen, 1), correct / max(seen, 1), seen)
 
     def _plain_epoch(self, epoch, opt, criterion, per_step=None):
-        train_mode(self.model)
+        self._train_mode()
 
         def forward(x):
             return self.model(x.to(self.device, non_blocking=True).contiguous(memory_format=torch.channels_last))
@@ -335,12 +344,12 @@ class Trainer:
                 n += y.shape[0]
                 self.emit("on_progress", {"phase": "val", "epoch": epoch, "done": k + 1, "total": total})
         finally:
-            train_mode(self.model)
+            self._train_mode()
         return total_loss / max(n, 1), correct / max(n, 1)
 
     # ---- frozen fast path (prepared by frozen_path.py) ----------------------------------
     def _frozen_epoch(self, epoch, opt, criterion, per_step=None):
-        train_mode(self.model)
+        self._train_mode()
         views = self.frozen.train_views
         feats, labels = views[(epoch - 1) % len(views)], self.frozen.train_labels
         order = torch.randperm(len(labels))

@@ -20,11 +20,12 @@ nav = st.navigation([
 
 
 def training_status(job) -> None:
+    what = "Finding a learning rate" if job.kind == "lr_find" else "Training"
     if job.status == "queued":
-        st.caption(f"**Training:** {job.title} — {training_queue().position(job)} in line")
+        st.caption(f"**{what}:** {job.title} — {training_queue().position(job)} in line")
         return
     r = job.current
-    st.markdown(f"**Training:** {job.title}")
+    st.markdown(f"**{what}:** {job.title}")
     if r is not None:
         st.progress(training_queue().progress(job), text=f"{r.label}: {r.phase_text()}")
 

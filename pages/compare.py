@@ -5,7 +5,7 @@ import plotly.express as px
 import streamlit as st
 
 from core.runs.store import WEIGHTS, delete_run
-from ui import common
+from ui import common, schedule_view
 from ui import state as S
 
 S.init_state()  # idempotent: a page works opened directly, not only through app.py
@@ -31,18 +31,29 @@ def fmt_freeze(f):
     return {"backbone": "feature extractor", "none": "none"}.get(f, str(f)) if not isinstance(f, list) else ", ".join(f)
 
 
-table = [{"run": r["name"], "architecture": r["config"]["arch"], "weights": r["config"].get("weights_loaded"),
-          "freeze": fmt_freeze(r["config"]["freeze"]),
-          "head": f"{r['config'].get('hidden')} hidden + linear" if r["config"].get("hidden") else "linear", "trainable params": r["config"].get("trainable_params"),
-          "best val acc": round(r["summary"]["best_val_acc"], 4), "best epoch": r["summary"]["best_epoch"],
-          "epochs": r["summary"]["epochs"], "time (s)": round(r["summary"].get("seconds", r["summary"].get("train_seconds", 0)), 1),
-          "images/s": round(r["summary"].get("images_per_s", 0)), "stopped": r["summary"].get("stopped")}
-         for r in (loaded[d] for d in chosen)]
-st.dataframe(table, width="stretch", hide_index=True)
+def row(r: dict) -> dict:
+    """One run's line: the outcome first, then what made it (schedule included)."""
+    c, s = r["config"], r["summary"]
+    return {"run": r["name"], "best val acc": round(100 * s["best_val_acc"], 1), "best epoch": s["best_epoch"],
+            "epochs": s["epochs"], "weights": c.get("weights_loaded"), "freeze": fmt_freeze(c["freeze"]),
+            "schedule": schedule_view.run_schedule(c), "optimizer": schedule_view.run_optimizer(c),
+            "architecture": c["arch"], "head": f"{c.get('hidden')} hidden + linear" if c.get("hidden") else "linear",
+            "trainable params": c.get("trainable_params"),
+            "time (s)": round(s.get("seconds", s.get("train_seconds", 0)), 1), "images/s": round(s.get("images_per_s", 0)),
+            "stopped": s.get("stopped")}
+
+
+# Accuracy as a number (so the column sorts), shown as a percentage.
+st.dataframe([row(loaded[d]) for d in chosen], width="stretch", hide_index=True,
+             column_config={"best val acc": st.column_config.NumberColumn(format="%.1f%%")})
 
 st.divider()
 focus = st.selectbox("A closer look at", chosen, format_func=lambda d: by_dir[d]["name"])
 run = loaded[focus]
+phases = schedule_view.phase_rows(run["summary"], run["config"].get("freeze"))
+if phases:
+    st.caption(f"Schedule: {schedule_view.run_schedule(run['config'])}")
+    st.dataframe(phases, width="stretch", hide_index=True)
 try:
     ev = common.cached_evaluation(focus, Path(focus, "summary.json").stat().st_mtime)
 except Exception as e:  # noqa: BLE001 - e.g. the dataset moved since training

@@ -1,11 +1,14 @@
-"""Train: hyperparameters, Start/Stop, live progress and curves, and the one-click
-transfer-vs-scratch experiment.  Jobs run in the server's training queue (core/runs/jobs.py)."""
+"""Train: hyperparameters and schedule, Start/Stop, live progress and curves, the one-click
+transfer-vs-scratch experiment and the learning-rate finder.  Jobs (runs and sweeps) run
+in the server's training queue (core/runs/jobs.py), never in the script run."""
 import time
 
 import streamlit as st
 
 from core.models.zoo import pretrained_available
-from ui import common
+from core.runs.estimates import feature_signature
+from core.training.schedules import FINE_TUNE_RECIPE
+from ui import common, lr_finder, schedule_view
 from ui import state as S
 from ui.jobs import training_queue
 
@@ -16,23 +19,64 @@ ds = common.require_dataset()
 queue = training_queue()
 owner = st.session_state[S.SESSION]
 
+L = S.TRAIN_LIMITS  # the inputs' bounds: the same table a saved setup is checked against
 with st.expander("Hyperparameters", expanded=True):
+    cfg, freeze = common.train_config(), st.session_state[S.FREEZE]
+    c1, c2, c3, c4 = st.columns(4)
+    c1.selectbox("Schedule", list(schedule_view.SCHEDULE_LABELS), format_func=schedule_view.SCHEDULE_LABELS.get,
+                 help="standard (the PyTorch tutorial): one phase with the Model page's freeze and the scheduler "
+                      "beside. fine_tune (fastai): head-only epochs, then everything with discriminative rates under "
+                      "one-cycle. gradual (ULMFiT): head first, then one more stage group per epoch.",
+                 **S.bind(S.TRAIN_CFG, "schedule"))
+    # Inputs with no effect on this setup are greyed out, not hidden: the caption below says why.
+    unfreezes = freeze != "backbone"
+    if cfg.schedule == "fine_tune":
+        c2.number_input("Head-only epochs first", *L["freeze_epochs"], **S.bind(S.TRAIN_CFG, "freeze_epochs"),
+                        disabled=not unfreezes,
+                        help="Epochs training the new head alone (on cached features) before the body is unfrozen.")
+    if cfg.schedule in ("fine_tune", "gradual"):
+        c3.number_input("Rate spread toward the input", *L["lr_spread"], step=10.0, format="%g",
+                        **S.bind(S.TRAIN_CFG, "lr_spread"), disabled=not unfreezes,
+                        help="Discriminative rates once unfrozen: the first stage learns this many times slower than "
+                             "the head, stages between geometrically (fastai's slice(lr/spread, lr)). 1: one rate.")
+    used = schedule_view.single_phase(cfg, freeze)
+    c4.selectbox("Scheduler", list(schedule_view.SCHEDULER_LABELS), format_func=schedule_view.SCHEDULER_LABELS.get,
+                 disabled=not used, **S.bind(S.TRAIN_CFG, "scheduler"),
+                 help="Used by the standard schedule, and whenever there is nothing to unfreeze; step is the PyTorch "
+                      "tutorial's ×0.1 every 7 epochs. fine_tune and gradual run one-cycle in each of their phases."
+                      + ("" if used else " Not used by this setup."))
     c1, c2, c3, c4 = st.columns(4)
     c1.selectbox("Optimizer", ["sgd", "adam", "adamw"], **S.bind(S.TRAIN_CFG, "optimizer"))
-    c2.number_input("Learning rate", 1e-6, 1.0, format="%.5f", **S.bind(S.TRAIN_CFG, "lr"))
-    c3.number_input("Momentum (SGD)", 0.0, 0.999, **S.bind(S.TRAIN_CFG, "momentum"))
-    c4.number_input("Weight decay", 0.0, 0.1, format="%.5f", **S.bind(S.TRAIN_CFG, "weight_decay"))
+    c2.number_input("Learning rate", *L["lr"], format="%.5f", **S.bind(S.TRAIN_CFG, "lr"),
+                    help="The head's (peak) rate. Find a learning rate below suggests one.")
+    c3.number_input("Momentum (SGD)", *L["momentum"], **S.bind(S.TRAIN_CFG, "momentum"))
+    c4.number_input("Weight decay", *L["weight_decay"], format="%.5f", **S.bind(S.TRAIN_CFG, "weight_decay"))
     c1, c2, c3, c4 = st.columns(4)
-    c1.selectbox("Scheduler", ["step", "cosine", "none"], help="step: ×0.1 every 7 epochs, as in the PyTorch tutorial",
-                 **S.bind(S.TRAIN_CFG, "scheduler"))
-    c2.number_input("Epochs", 1, 200, **S.bind(S.TRAIN_CFG, "epochs"))
-    c3.number_input("Batch size", 1, 512, **S.bind(S.TRAIN_CFG, "batch_size"))
-    c4.number_input("Seed", 0, 1_000_000, **S.bind(S.TRAIN_CFG, "seed"))
-    c1, c2, c3 = st.columns(3)
-    c1.number_input("Label smoothing", 0.0, 0.5, **S.bind(S.TRAIN_CFG, "label_smoothing"))
-    c2.selectbox("Mixed precision", ["auto", "on", "off"], **S.bind(S.TRAIN_CFG, "amp"),
+    c1.number_input("Epochs", *L["epochs"], **S.bind(S.TRAIN_CFG, "epochs"))
+    c2.number_input("Batch size", *L["batch_size"], **S.bind(S.TRAIN_CFG, "batch_size"))
+    c3.number_input("Seed", *L["seed"], **S.bind(S.TRAIN_CFG, "seed"))
+    c4.number_input("Label smoothing", *L["label_smoothing"], **S.bind(S.TRAIN_CFG, "label_smoothing"))
+    c1, c2 = st.columns([1, 3])
+    c1.selectbox("Mixed precision", ["auto", "on", "off"], **S.bind(S.TRAIN_CFG, "amp"),
                  help="auto: bf16/fp16 on a CUDA GPU, full precision on CPU; on: bf16 on CPU too")
-    c3.checkbox("Fast paths (same results, less time)", **S.bind(S.TRAIN_CFG, "fast"))
+    c2.checkbox("Fast paths (same results, less time)", **S.bind(S.TRAIN_CFG, "fast"))
+    cfg = common.train_config()  # as the widgets above left it
+    st.caption("**Schedule:** " + schedule_view.caption(cfg, freeze, S.freeze_label(freeze)))
+    if st.session_state[S.WEIGHTS] == "none" and cfg.schedule != "standard" and freeze != "backbone":
+        st.warning(f"Random init with **{cfg.schedule}**: its head-only epochs train a classifier on random features, "
+                   "which teaches little. From scratch, the standard schedule is the usual choice.",
+                   icon=":material/warning:")
+
+with st.expander("Advanced"):
+    c1, c2, _ = st.columns([1, 1, 2])
+    c1.number_input("Micro-batch (0: measured automatically)", *L["micro_batch"], **S.bind(S.TRAIN_CFG, "micro_batch"),
+                    help="Images per forward/backward pass when the whole network trains. Gradients of the slices "
+                         "are added up, so the optimiser still steps once per batch, at the batch size's rate; "
+                         "BatchNorm layers that train normalise each micro-batch with its own statistics. 0: the "
+                         "fastest size for this machine is measured once and remembered.")
+    c2.number_input("One-cycle warm-up share", *L["pct_start"], step=0.05, **S.bind(S.TRAIN_CFG, "pct_start"),
+                    help="Share of a one-cycle phase's steps spent rising to the peak rate (warm-up share for "
+                         "cosine with warm-up).")
 
 st.caption(f"Model: **{S.model_label()}** · data: **{S.data_label()}** ({len(ds.classes)} classes) · "
            "change them on the Model and Data pages.")
@@ -41,7 +85,8 @@ active = next((j for j in mine if j.active), None)
 st.text_input("Run name (optional)", placeholder="generated from the model and time", **S.bind(S.RUN_NAME))
 name = st.session_state[S.RUN_NAME].strip()
 counts = (len(ds.train), len(ds.val))
-c1, c2, c3 = st.columns([1, 1, 2])
+arch = st.session_state[S.ARCH]
+c1, c2, c3, c4 = st.columns([1, 1, 2, 2])
 if c1.button("Start", icon=":material/play_arrow:", type="primary", disabled=active is not None):
     job = queue.submit(owner, name or S.model_label(), [(name or "run", common.experiment(ds, name=name or None), *counts)])
     S.put(S.JOB_ID, job.id)
@@ -49,20 +94,31 @@ if c1.button("Start", icon=":material/play_arrow:", type="primary", disabled=act
 if c2.button("Stop", icon=":material/stop:", disabled=active is None):
     queue.stop(active)
     st.rerun()
-arch = st.session_state[S.ARCH]
 can_transfer = pretrained_available(arch)
 if c3.button("Transfer vs scratch (3 runs)", icon=":material/science:", disabled=active is not None or not can_transfer,
              help="Same split and seed: pretrained + frozen backbone, pretrained fine-tuned, and from scratch."):
     stamp = time.strftime("%H%M%S")
     job = queue.submit(owner, f"Transfer vs scratch · {arch}", [
         ("pretrained, frozen", common.experiment(ds, "imagenet", "backbone", f"{arch}-frozen-{stamp}"), *counts),
-        ("pretrained, fine-tuned", common.experiment(ds, "imagenet", "none", f"{arch}-finetune-{stamp}"), *counts),
-        ("from scratch", common.experiment(ds, "none", "none", f"{arch}-scratch-{stamp}"), *counts),
+        ("pretrained, fine-tuned", common.experiment(ds, "imagenet", "none", f"{arch}-finetune-{stamp}",
+                                                     overrides=FINE_TUNE_RECIPE), *counts),
+        ("from scratch", common.experiment(ds, "none", "none", f"{arch}-scratch-{stamp}",
+                                           overrides={"schedule": "standard"}), *counts),
     ])
     S.put(S.JOB_ID, job.id)
     st.rerun()
-if not can_transfer:
-    st.caption(f"Transfer vs scratch needs ImageNet weights for {arch}, which are not on this machine.")
+if c4.button("Find a learning rate", icon=":material/insights:", disabled=active is not None,
+             help="Leslie Smith's range test (fastai's lr_find) on this setup, schedule included; nothing is saved."):
+    job = queue.submit(owner, f"Learning-rate finder · {arch}", [("learning-rate sweep", common.experiment(ds), *counts)],
+                       kind="lr_find")
+    S.put(S.JOB_ID, job.id)
+    st.rerun()
+c1, c2 = st.columns(2)
+c1.caption(schedule_view.recipe_text(cfg.epochs) if can_transfer else
+           f"Transfer vs scratch needs ImageNet weights for {arch}, which are not on this machine.")
+sweep = common.experiment(ds)
+c2.caption(lr_finder.plan_text(sweep, queue.estimate(sweep, *counts, kind="lr_find"),
+                               feature_signature(sweep) in queue.book.features_done))
 
 
 def ordinal(n: int) -> str:
@@ -100,10 +156,13 @@ def show_job(job) -> None:
             st.error(f"{run.label}: {run.outcome()}")
         elif run.status == "stopped":
             st.warning(f"{run.label}: {run.outcome()}", icon=":material/stop_circle:")
+        elif run.status == "done" and job.kind == "lr_find":
+            st.success(f"{run.label}: {run.outcome()} · {run.elapsed:.1f}s in all", icon=":material/insights:")
         elif run.status == "done":
-            how = "head trained on cached features" if run.path == "frozen-features" else "whole network trained"
+            how = {"frozen-features": "head trained on cached features", "plain": "whole network trained"}.get(
+                run.path, "head-only epochs on cached features, then the whole network")
             prep = ("features reused from an earlier run" if run.feature_hits else
-                    "reading images and extracting features" if run.path == "frozen-features" else "reading images")
+                    "reading images and extracting features" if run.path.startswith("frozen-features") else "reading images")
             st.success(f"{run.label}: {run.outcome()} · {run.elapsed:.1f}s in all ({run.prep_seconds:.1f}s {prep}; {how})")
     latest = next((run for run in reversed(job.runs) if run.history), None)
     if latest is not None:
@@ -112,7 +171,7 @@ def show_job(job) -> None:
         m1.metric("Val accuracy", f"{last['val_acc']:.1%}")
         m2.metric("Val loss", f"{last['val_loss']:.3f}")
         m3.metric("Time", f"{latest.elapsed:.1f}s")
-        if latest.path == "frozen-features":
+        if last.get("path", latest.path) == "frozen-features":
             m4.metric("Training", "head only", help="The frozen body ran once; each epoch trains the head on its cached output.")
         else:
             m4.metric("Images/s (train)", f"{last['images_per_s']:.0f}")
@@ -122,8 +181,9 @@ def show_job(job) -> None:
 
 
 job = queue.get(st.session_state[S.JOB_ID], owner) or next(iter(mine), None)
+lr_finder.keep(job)  # a sweep that ended: its result joins the tab's setup (before it is drawn below)
 if job is None:
-    st.info("Press **Start** to train, or run the transfer-vs-scratch experiment.")
+    st.info("Press **Start** to train, run the transfer-vs-scratch experiment, or find a learning rate first.")
 elif not job.active:
     show_job(job)  # finished: drawn once, no polling
 else:
@@ -138,3 +198,5 @@ else:
                 st.rerun()  # the whole page: buttons and polling follow the new state
             show_job(job)
     live()
+
+lr_finder.section(sweep, heading=job is None or job.kind != "lr_find")

@@ -1,5 +1,6 @@
 """Train page (AppTest): a background run with live curves, and transfer vs scratch."""
 from core.runs.store import list_runs
+from core.training.schedules import FINE_TUNE_RECIPE
 from tests.conftest import wait_for_jobs
 from ui import state as S
 
@@ -39,6 +40,7 @@ def test_transfer_vs_scratch_runs_three(app, tiny_folders, isolated_dirs, mobile
     at = app("pages/train.py", {**tiny_state(tiny_folders), S.ARCH: "mobilenet_v2", S.WEIGHTS: "imagenet"})
     number(at, "Epochs").set_value(1)
     number(at, "Batch size").set_value(8)
+    tab = at.session_state[S.TRAIN_CFG]
     next(b for b in at.button if "Transfer vs scratch" in b.label).click().run()
     wait_for_jobs(at.session_state[S.SESSION])
     at.run()
@@ -48,3 +50,9 @@ def test_transfer_vs_scratch_runs_three(app, tiny_folders, isolated_dirs, mobile
     runs = list_runs(isolated_dirs / "runs")
     assert sorted(r["config"]["weights"] for r in runs) == ["imagenet", "imagenet", "none"]
     assert len({r["config"]["train"]["seed"] for r in runs}) == 1
+    # The fine-tuned run takes fastai's recipe; the frozen one the tab's settings; scratch the standard schedule.
+    by = {r["name"].split("-")[1]: r["config"]["train"] for r in runs}
+    assert {k: by["finetune"][k] for k in FINE_TUNE_RECIPE} == FINE_TUNE_RECIPE
+    assert by["frozen"]["optimizer"] == tab["optimizer"] and by["frozen"]["schedule"] == tab["schedule"]
+    assert by["scratch"]["schedule"] == "standard" and by["scratch"]["lr"] == tab["lr"]
+    assert f"{FINE_TUNE_RECIPE['freeze_epochs']} head-only epoch" in " ".join(c.value for c in at.caption)

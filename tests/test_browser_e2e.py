@@ -1,6 +1,6 @@
 """End to end in a real browser: streamlit run + headless Chromium (Debian's) driven by
-Playwright.  Trains on the demo photos, opens Compare, classifies an uploaded photo,
-and saves a screenshot of every page to screenshots/."""
+Playwright.  Trains on the demo photos, finds a learning rate, opens Compare, classifies
+an uploaded photo, and saves a screenshot of every page to screenshots/."""
 import os
 import re
 import shutil
@@ -78,7 +78,7 @@ def test_whole_flow_with_a_reload_and_a_second_tab_in_chromium(server, ants_bees
             page.get_by_role("link", name=title).first.click()
 
         def set_number(pg, label, value):
-            box = pg.get_by_label(label)
+            box = pg.get_by_label(label, exact=True)  # "Epochs", not "Head-only epochs first"
             box.fill(str(value))
             box.press("Enter")
 
@@ -103,7 +103,7 @@ def test_whole_flow_with_a_reload_and_a_second_tab_in_chromium(server, ants_bees
         set_number(page, "Epochs", 3)
         expect(page.get_by_text("head 64 hidden").first).to_be_visible()
         page.reload()  # a refresh keeps the setup
-        expect(page.get_by_label("Epochs")).to_have_value("3")
+        expect(page.get_by_label("Epochs", exact=True)).to_have_value("3")
         expect(sidebar.get_by_text("head 64 hidden")).to_be_visible()
 
         # A second tab (its own session, the defaults) presses Start at the same time.
@@ -122,6 +122,18 @@ def test_whole_flow_with_a_reload_and_a_second_tab_in_chromium(server, ants_bees
         shoot(other, "3b-train-second-tab")
         configs = _saved_configs(tmp_path / "runs")
         assert sorted((c["hidden"], c["train"]["epochs"]) for c in configs) == [(0, 5), (64, 3)]
+
+        # The learning-rate finder: the features of that run are cached, so the head's sweep
+        # takes seconds; its suggestion goes into the Learning rate input with one click.
+        page.get_by_role("button", name="Find a learning rate").click()
+        expect(page.get_by_text("Suggested").first).to_be_visible(timeout=120_000)
+        use = page.get_by_role("button", name=re.compile(r"Use \d"))
+        value = re.search(r"Use (\S+)", use.inner_text()).group(1)
+        use.click()
+        expect(page.get_by_label("Learning rate", exact=True)).to_have_value(f"{float(value):.5f}")
+        page.set_viewport_size({"width": 1400, "height": 2400})  # the page scrolls inside Streamlit's container
+        shoot(page, "3c-lr-finder")
+        page.set_viewport_size({"width": 1400, "height": 1000})
 
         goto("Compare")
         expect(page.get_by_text("Validation accuracy of the saved weights")).to_be_visible(timeout=120_000)

@@ -161,3 +161,74 @@ def test_eta_stays_honest_when_feature_extraction_resumes(monkeypatch):
     after = r.remaining_seconds(book, "cpu", False)
     left_features = (101 - 43) * 0.25
     assert before > left_features and left_features * 0.8 < after < left_features * 1.5, (before, after)
+
+
+def test_eta_of_a_fine_tune_run_counts_its_head_epochs_and_its_plain_ones(monkeypatch):
+    """fine_tune with a body to unfreeze: features once, head epochs on them, then plain
+    epochs after decoding the training images again; the estimate follows the phases."""
+    from core.runs import jobs_progress
+    from core.runs.estimates import SpeedBook, epochs_seconds, plan_seconds, uses_frozen_path
+    from core.runs.jobs_progress import RunProgress
+    book = SpeedBook()
+    tuned = _cfg("x", "ft", freeze="none", train={"epochs": 5, "schedule": "fine_tune", "freeze_epochs": 2})
+    plain = _cfg("x", "plain", freeze="none", train={"epochs": 5, "schedule": "standard"})
+    frozen = _cfg("x", "frozen", freeze="backbone", train={"epochs": 5, "schedule": "fine_tune"})
+    p = plan_seconds(book, tuned, "cpu", 245, 153, False)
+    assert p["head_epochs"] == 2 and p["features"] > 0 and p["unfreeze"] > 0
+    assert epochs_seconds(p, 1) == 2 * p["head_epoch"] + 3 * p["plain_epoch"] + p["unfreeze"]
+    assert uses_frozen_path(tuned) and not uses_frozen_path(plain) and uses_frozen_path(frozen)
+    total = {name: (lambda q: q["decode"] + q["features"] + epochs_seconds(q, 1))(plan_seconds(book, c, "cpu", 245, 153, False))
+             for name, c in (("tuned", tuned), ("plain", plain), ("frozen", frozen))}
+    assert total["frozen"] < total["tuned"] < total["plain"] + total["frozen"]
+
+    clock = [1000.0]
+    monkeypatch.setattr(jobs_progress.time, "time", lambda: clock[0])
+    r = RunProgress("r", tuned, 245, 153)
+    r.begin()
+    r.on_run_start({"path": "frozen-features", "prep_seconds": 30.0, "num_train": 245, "num_val": 153,
+                    "batches_per_epoch": 8, "phases": [{"name": "frozen"}, {"name": "unfrozen"}]})
+    at_start = r.remaining_seconds(book, "cpu", True)
+    for e in (1, 2):
+        clock[0] += 0.2
+        r.on_epoch_end({"epoch": e, "seconds": 0.2, "val_seconds": 0.05, "path": "frozen-features", "phase": "frozen"})
+    for k in range(16, 246, 16):  # the unfreeze decodes the training images again
+        clock[0] += 0.2
+        r.on_progress({"phase": "decode", "what": "training images", "done": k, "total": 245})
+    while_decoding = r.remaining_seconds(book, "cpu", True)
+    r.on_phase_start({"phase": "unfrozen", "path": "plain", "epoch": 3})
+    r.on_batch_end({"epoch": 3, "batch": 1, "batches": 8})
+    assert "unfrozen" in r.phase_text() and "epoch 3/5" in r.phase_text()
+    after = r.remaining_seconds(book, "cpu", True)
+    three_plain = 3 * plan_seconds(book, tuned, "cpu", 245, 153, True)["plain_epoch"]
+    assert at_start > while_decoding > after > 0 and after <= three_plain * 1.01, (at_start, while_decoding, after)
+
+
+def test_an_lr_find_job_estimates_and_stops_and_a_failing_one_is_contained(tiny_folders, isolated_dirs):
+    q = TrainingQueue(concurrency=1)
+    bad = q.submit("a", "bad", [("sweep", _cfg(isolated_dirs / "nowhere", None, arch="mobilenet_v3_small", weights="none"))],
+                   kind="lr_find")
+    whole = _cfg(tiny_folders, None, arch="mobilenet_v3_small", weights="none", freeze="none",
+                 train={"schedule": "standard", "batch_size": 4})
+    job = q.submit("a", "sweep", [("sweep", whole, 16, 4)], kind="lr_find")
+    assert job.runs[0].iters == 30 and 0 < q.eta_seconds(job) < 600  # the whole network: 30 steps
+    _wait(bad)
+    assert bad.status == "error" and "dataset not found" in bad.runs[0].error and bad.result is None
+    r = job.runs[0]
+    _wait_for(lambda: r.steps >= 3, timeout=180)
+    assert "step" in r.phase_text() and q.eta_seconds(job) >= 0 and 0 < q.progress(job) < 1
+    q.stop(job)
+    _wait(job, timeout=30)
+    assert job.status == "stopped" and job.result["stopped"] and 3 <= job.result["iters"] < 30
+    assert job.result["path"] == "plain" and "stopped after" in r.outcome()
+    assert list_runs(isolated_dirs / "runs") == []  # a sweep saves nothing
+
+    head = _cfg(tiny_folders, None, arch="mobilenet_v3_small", weights="none", freeze="none",
+                train={"schedule": "fine_tune", "epochs": 2})
+    done = q.submit("a", "head sweep", [("sweep", head, 16, 4)], kind="lr_find")
+    assert done.runs[0].iters == 100
+    _wait(done)
+    assert done.status == "done" and done.result["path"] == "frozen-features" and done.result["phase"] == "frozen"
+    assert done.result["iters"] >= 3 and done.result["suggestion"] and "suggests" in done.runs[0].outcome()
+    assert q.eta_seconds(done) == 0
+    with pytest.raises(ValueError):
+        q.submit("a", "what", [], kind="dance")

@@ -23,16 +23,22 @@ from core.models.zoo import arch_info, build_model, list_architectures
 from . import state as S
 
 
-def experiment(ds, weights: str | None = None, freeze=None, name: str | None = None):
-    """The ExperimentConfig of the stored setup (``weights``/``freeze`` override it, for
-    the transfer-vs-scratch runs).  Built from the store alone, never from widgets."""
+def experiment(ds, weights: str | None = None, freeze=None, name: str | None = None, overrides: dict | None = None):
+    """The ExperimentConfig of the stored setup.  ``weights``/``freeze`` replace the
+    model's, ``overrides`` some TrainConfig fields (the transfer-vs-scratch runs: the
+    fine-tuned one takes ``FINE_TUNE_RECIPE``).  Built from the store alone, never from widgets."""
     from core.training.experiment import ExperimentConfig
-    from core.training.trainer import TrainConfig
     ss = st.session_state
     return ExperimentConfig(data=str(ds.root), arch=ss[S.ARCH], weights=weights or S.weights_argument(),
                             freeze=ss[S.FREEZE] if freeze is None else freeze, hidden=int(ss[S.HIDDEN]),
                             dropout=float(ss[S.DROPOUT]), val_split=float(ss[S.VAL_SPLIT]), name=name,
-                            train=TrainConfig(**ss[S.TRAIN_CFG]))
+                            train=train_config(overrides))
+
+
+def train_config(overrides: dict | None = None):
+    """The stored hyperparameters as a TrainConfig, ``overrides`` applied."""
+    from core.training.trainer import TrainConfig
+    return TrainConfig(**{**st.session_state[S.TRAIN_CFG], **(overrides or {})})
 
 log = logging.getLogger("transferlab")
 

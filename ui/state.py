@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import re
 import sys
 import uuid
@@ -22,6 +23,7 @@ import streamlit as st
 
 from core import paths
 from core.runs.store import write_json
+from core.training.schedules import SCHEDULERS, SCHEDULES
 from core.training.trainer import TrainConfig
 
 # Data page
@@ -41,16 +43,31 @@ FREEZE = "freeze"                  # "backbone" | "none" | int | list of stage n
 # Train page
 TRAIN_CFG = "train_cfg"            # dict of TrainConfig fields
 RUN_NAME = "run_name"
-JOB_ID = "job_id"                  # this tab's latest job
+JOB_ID = "job_id"                  # this tab's latest job (a training run or a learning-rate sweep)
+LR_FIND = "lr_find"                # the last learning-rate sweep's result (ui/lr_finder.py), or None
 # Compare / Predict
 SELECTED_RUNS = "selected_runs"
 PREDICT_RUN = "predict_run"
 SESSION = "session_id"             # one per browser tab, kept in the URL across refreshes
 
+# The dashboard's schedule is fastai's fine_tune: with the default feature-extractor freeze
+# it changes nothing (no body to unfreeze); with "Fine-tune everything" the new head is
+# trained before the body is touched, so random head gradients never reach pretrained
+# weights (schedules.py).
 SETUP_DEFAULTS = {DATA_SOURCE: "demo", FOLDER_PATH: None, ZIP_PATH: None, ZIP_NAME: None, VAL_SPLIT: 0.2, DATA_SEED: 0,
                   ARCH: "mobilenet_v2", WEIGHTS: "imagenet", WEIGHTS_FILE: None, HIDDEN: 0, DROPOUT: 0.0,
-                  FREEZE: "backbone", TRAIN_CFG: {**TrainConfig().to_dict(), "epochs": 5}, RUN_NAME: "",
-                  JOB_ID: None, SELECTED_RUNS: [], PREDICT_RUN: None}
+                  FREEZE: "backbone", TRAIN_CFG: {**TrainConfig().to_dict(), "epochs": 5, "schedule": "fine_tune"},
+                  RUN_NAME: "", JOB_ID: None, SELECTED_RUNS: [], PREDICT_RUN: None, LR_FIND: None}
+# Bounds of the Train page's inputs (and of the fields it does not show); a saved setup is
+# clamped into them: a widget refuses a value outside its bounds, and a session file is
+# not trusted.
+TRAIN_LIMITS = {"lr": (1e-6, 1.0), "momentum": (0.0, 0.999), "weight_decay": (0.0, 0.1), "epochs": (1, 200),
+                "batch_size": (1, 512), "seed": (0, 1_000_000), "label_smoothing": (0.0, 0.5),
+                "freeze_epochs": (1, 50), "lr_spread": (1.0, 10_000.0), "micro_batch": (0, 512), "pct_start": (0.05, 0.95),
+                "step_size": (1, 1000), "gamma": (0.0, 1.0), "feature_views": (1, 16), "cache_mb": (0, 1 << 20),
+                "unfreeze_div": (1.0, 100.0)}
+TRAIN_CHOICES = {"schedule": SCHEDULES, "scheduler": SCHEDULERS, "optimizer": ("sgd", "adam", "adamw"),
+                 "amp": ("auto", "on", "off"), "bn_stats": ("auto", "train", "frozen")}
 _SID = re.compile(r"^[0-9a-f]{12}$")  # the sid names a file: nothing else gets near the disk
 
 
@@ -73,7 +90,28 @@ def _load(sid: str) -> dict:
         ok = (default is None or v is None or isinstance(v, type(default))
               or (key == FREEZE and isinstance(v, (str, int, list))) or (isinstance(default, float) and isinstance(v, int)))
         if ok:
-            out[key] = {**SETUP_DEFAULTS[TRAIN_CFG], **v} if key == TRAIN_CFG else v
+            out[key] = train_cfg(v) if key == TRAIN_CFG else v
+    return out
+
+
+def train_cfg(saved: dict) -> dict:
+    """A saved TRAIN_CFG made whole: every TrainConfig field, each of its default's type,
+    in its widget's bounds and choices; missing or unusable ones take the default (a
+    setup saved before a field existed loads with that field's default)."""
+    out = dict(SETUP_DEFAULTS[TRAIN_CFG])
+    for k, default in out.items():
+        v = saved.get(k)
+        if isinstance(default, bool) or isinstance(v, bool):
+            ok = isinstance(v, bool) and isinstance(default, bool)
+        elif isinstance(default, (int, float)):
+            ok = isinstance(v, (int, float)) and math.isfinite(v) and (isinstance(default, float) or isinstance(v, int))
+        else:
+            ok = isinstance(v, type(default)) and v in TRAIN_CHOICES.get(k, (v,))
+        if ok and k in TRAIN_LIMITS:
+            lo, hi = TRAIN_LIMITS[k]
+            v = min(max(v, lo), hi)
+        if ok:
+            out[k] = float(v) if isinstance(default, float) else v
     return out
 
 

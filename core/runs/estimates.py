@@ -80,20 +80,89 @@ def feature_signature(cfg) -> tuple:
     return (str(cfg.data), cfg.arch, str(cfg.weights), cfg.val_split, t.seed, t.feature_views, t.amp, cfg.device)
 
 
+def frozen_epochs(cfg) -> int:
+    """How many of the run's epochs train the head alone on cached features (the frozen
+    fast path), as ``schedules.plan`` divides them: all of them under a feature-extractor
+    freeze, the head-only epochs of ``fine_tune``, the first epoch of ``gradual``."""
+    t = cfg.train
+    if not t.fast:
+        return 0
+    if cfg.freeze == "backbone":
+        return t.epochs
+    if t.epochs < 2:
+        return 0  # no room for two phases: the schedule runs one, as configured
+    if t.schedule == "fine_tune":
+        return min(max(1, t.freeze_epochs), t.epochs - 1)
+    return 1 if t.schedule == "gradual" else 0
+
+
 def uses_frozen_path(cfg) -> bool:
-    return cfg.freeze == "backbone" and cfg.train.fast
+    """The run computes (or reuses) frozen-body features for at least one epoch."""
+    return frozen_epochs(cfg) > 0
+
+
+def sweeps_frozen(cfg) -> bool:
+    """The learning-rate finder sweeps the schedule's first phase: the head alone on cached
+    features when that phase is frozen, else the whole network."""
+    t = cfg.train
+    return t.fast and (cfg.freeze == "backbone" or (t.schedule in ("fine_tune", "gradual") and t.epochs >= 2))
+
+
+def sweep_iters(cfg) -> int:
+    """Steps of a learning-rate sweep: fastai's 100 on cached features (a second or so);
+    30 through the whole network, where each step costs a training batch (slow on a CPU)."""
+    return 100 if sweeps_frozen(cfg) else 30
 
 
 def plan_seconds(book: SpeedBook, cfg, device: str, num_train: int, num_val: int, cached: bool) -> dict[str, float]:
-    """Seconds per phase of a run that has not started: {"decode", "features", "epoch"}."""
+    """Seconds per phase of a run that has not started: {"decode", "features", "head_epoch",
+    "plain_epoch", "head_epochs", "unfreeze", "epochs"}; see ``epochs_seconds``.
+
+    A ``fine_tune`` run whose body is not frozen for good has both: the features once,
+    ``freeze_epochs`` head epochs on them, then plain epochs, after decoding the training
+    images again at the unfreeze (the plain path crops its own augmentations)."""
     arch, epochs = cfg.arch, cfg.train.epochs
-    if uses_frozen_path(cfg):
-        if cached:
-            return {"decode": 0.0, "features": 0.0, "epoch": book.rate(arch, device, "head_epoch"), "epochs": epochs}
+    head = frozen_epochs(cfg)
+    decode_all = book.phase_seconds(arch, device, "decode", num_train + num_val)
+    plain = book.phase_seconds(arch, device, "train", num_train) + book.phase_seconds(arch, device, "val", num_val)
+    out = {"decode": decode_all, "features": 0.0, "head_epoch": book.rate(arch, device, "head_epoch"),
+           "plain_epoch": plain, "head_epochs": head, "unfreeze": 0.0, "epochs": epochs}
+    if head:
         views = max(1, cfg.train.feature_views)
-        return {"decode": book.phase_seconds(arch, device, "decode", num_train + num_val),
-                "features": book.phase_seconds(arch, device, "features", num_val + views * num_train),
-                "epoch": book.rate(arch, device, "head_epoch"), "epochs": epochs}
-    epoch = book.phase_seconds(arch, device, "train", num_train) + book.phase_seconds(arch, device, "val", num_val)
+        out["features"] = 0.0 if cached else book.phase_seconds(arch, device, "features", num_val + views * num_train)
+        if cached:
+            out["decode"] = 0.0
+        if head < epochs:
+            out["unfreeze"] = book.phase_seconds(arch, device, "decode", num_train + (num_val if cached else 0))
+    return out
+
+
+def epoch_seconds(plan: dict, epoch: int) -> float:
+    """The planned seconds of epoch number ``epoch`` (1-based)."""
+    return plan["head_epoch"] if epoch <= plan["head_epochs"] else plan["plain_epoch"]
+
+
+def epochs_seconds(plan: dict, first: int) -> float:
+    """Seconds for epochs ``first``..last, the unfreeze's decoding included when it lies ahead
+    (it comes just before the first plain epoch, ``head_epochs + 1``)."""
+    last = int(plan["epochs"])
+    total = sum(epoch_seconds(plan, e) for e in range(max(1, first), last + 1))
+    if plan["unfreeze"] and first <= plan["head_epochs"] + 1 <= last:
+        total += plan["unfreeze"]
+    return total
+
+
+def sweep_plan(book: SpeedBook, cfg, device: str, num_train: int, num_val: int, cached: bool, iters: int) -> dict:
+    """Seconds of a learning-rate sweep: {"decode", "features", "step", "iters"}.  A step is
+    one optimiser step: on cached features about a head epoch's worth of one batch, else
+    a training batch of the whole network."""
+    arch, bs = cfg.arch, min(cfg.train.batch_size, max(num_train, 1))
+    if sweeps_frozen(cfg):
+        batches = max(1, -(-num_train // max(cfg.train.batch_size, 1)))
+        views = max(1, cfg.train.feature_views)
+        prep = {"decode": 0.0, "features": 0.0} if cached else {
+            "decode": book.phase_seconds(arch, device, "decode", num_train + num_val),
+            "features": book.phase_seconds(arch, device, "features", num_val + views * num_train)}
+        return {**prep, "step": book.rate(arch, device, "head_epoch") / batches, "iters": iters}
     return {"decode": book.phase_seconds(arch, device, "decode", num_train + num_val), "features": 0.0,
-            "epoch": epoch, "epochs": epochs}
+            "step": book.phase_seconds(arch, device, "train", bs), "iters": iters}

@@ -10,6 +10,10 @@ What jobs never share: models (each run builds its own), traced or folded copies
 and by design: the frozen-feature cache and the speed book that feeds the estimates.
 A run that raises is recorded as that run's error; its job goes on to the next run,
 and no other job notices.  ``run_experiment`` leaves no half-written run on disk.
+
+A job of kind "lr_find" is a learning-rate sweep (``run_lr_find``) instead of runs: it
+waits in the same line (it trains, and would otherwise share the cores), saves nothing,
+and keeps its result dict on the job for the page that asked.
 """
 from __future__ import annotations
 
@@ -20,9 +24,11 @@ import uuid
 from dataclasses import dataclass, field
 
 from core.errors import TransferLabError
-from core.runs.estimates import SpeedBook, feature_signature, uses_frozen_path
-from core.training.experiment import run_experiment
-from core.runs.jobs_progress import RunProgress
+from core.runs.estimates import SpeedBook, feature_signature, sweep_iters, sweeps_frozen, uses_frozen_path
+from core.training.experiment import run_experiment, run_lr_find
+from core.runs.jobs_progress import RunProgress, SweepProgress
+
+KINDS = ("train", "lr_find")
 
 
 @dataclass
@@ -36,6 +42,12 @@ class Job:
     started: float | None = None
     finished: float | None = None
     stop_event: threading.Event = field(default_factory=threading.Event)
+    kind: str = "train"               # train | lr_find
+
+    @property
+    def result(self) -> dict | None:
+        """An lr_find job's sweep (``run_lr_find``'s dict) once it ended, else None."""
+        return getattr(self.runs[0], "result", None) if self.runs else None
 
     @property
     def active(self) -> bool:
@@ -55,12 +67,13 @@ def default_concurrency(device: str) -> int:
 
 
 class TrainingQueue:
-    def __init__(self, concurrency: int | None = None, device: str | None = None, runner=run_experiment):
+    def __init__(self, concurrency: int | None = None, device: str | None = None, runner=run_experiment,
+                 lr_finder=run_lr_find):
         from core.device import pick_device
         self.device = device or pick_device("auto").type
         self.concurrency = concurrency or default_concurrency(self.device)
         self.book = SpeedBook()
-        self.runner = runner
+        self.runner, self.lr_finder = runner, lr_finder
         self.jobs: dict[str, Job] = {}
         self._waiting: list[Job] = []
         self._cond = threading.Condition()
@@ -70,10 +83,16 @@ class TrainingQueue:
             w.start()
 
     # ---- submitting and looking ------------------------------------------------------
-    def submit(self, owner: str, title: str, runs: list[tuple]) -> Job:
-        """``runs``: (label, ExperimentConfig[, num_train, num_val]) per run, in order."""
-        progress = [RunProgress(label, cfg, *counts) for label, cfg, *counts in runs]
-        job = Job(uuid.uuid4().hex[:10], owner, title, progress)
+    def submit(self, owner: str, title: str, runs: list[tuple], kind: str = "train") -> Job:
+        """``runs``: (label, ExperimentConfig[, num_train, num_val]) per run, in order; for
+        ``kind="lr_find"`` the one setup to sweep."""
+        if kind not in KINDS:
+            raise ValueError(f"unknown job kind {kind!r}: use {', '.join(KINDS)}")
+        if kind == "lr_find":
+            progress = [SweepProgress(label, cfg, *counts, iters=sweep_iters(cfg)) for label, cfg, *counts in runs[:1]]
+        else:
+            progress = [RunProgress(label, cfg, *counts) for label, cfg, *counts in runs]
+        job = Job(uuid.uuid4().hex[:10], owner, title, progress, kind=kind)
         with self._cond:
             self.jobs[job.id] = job
             self._waiting.append(job)
@@ -113,13 +132,21 @@ class TrainingQueue:
             # A job ahead with the same features computes them; this one will then hit.
             slots.sort()
             slots[0] += j.remaining_seconds(self.book, self.device, cached)
-            cached |= {feature_signature(r.config) for r in j.runs if uses_frozen_path(r.config)}
+            cached |= {feature_signature(r.config) for r in j.runs
+                       if (sweeps_frozen(r.config) if j.kind == "lr_find" else uses_frozen_path(r.config))}
         return min(slots) if job.status == "queued" else 0.0
 
     def eta_seconds(self, job: Job) -> float:
         """Seconds until the whole job is done, waiting included."""
         cached = set(self.book.features_done)
         return self.wait_seconds(job) + job.remaining_seconds(self.book, self.device, cached)
+
+    def estimate(self, cfg, num_train: int, num_val: int, kind: str = "train") -> float:
+        """Seconds one run (or sweep) of ``cfg`` would take if it started now, waiting not
+        included: what a page can say before the button is pressed."""
+        r = (SweepProgress("estimate", cfg, num_train, num_val, iters=sweep_iters(cfg)) if kind == "lr_find"
+             else RunProgress("estimate", cfg, num_train, num_val))
+        return r.remaining_seconds(self.book, self.device, feature_signature(cfg) in self.book.features_done)
 
     def stop(self, job: Job) -> None:
         """Stop a job: a waiting one is taken out of the line at once, a running one ends
@@ -168,11 +195,15 @@ class TrainingQueue:
                 continue
             r.begin()
             try:
+                if job.kind == "lr_find":
+                    self._sweep(r, job.stop_event)
+                    continue
                 run_dir, result, _ = self.runner(r.config, [r], stop=job.stop_event)
                 r.run_dir = str(run_dir) if run_dir else None
                 r.best_val_acc = result.best_val_acc if result.history else None
                 r.stop_phase = result.stop_phase
                 r.status = "stopped" if result.stopped else "done"
+                r.path = result.path  # "frozen-features, then plain" for a schedule that unfroze
                 self._learn(r, result)
             except TransferLabError as e:
                 r.status, r.error = "error", str(e)
@@ -184,13 +215,24 @@ class TrainingQueue:
         states = {r.status for r in job.runs}
         job.status = "error" if "error" in states else "stopped" if "stopped" in states else "done"
 
+    def _sweep(self, r: SweepProgress, stop: threading.Event) -> None:
+        """One learning-rate sweep (errors are caught by ``_run_job`` like a run's)."""
+        r.result = self.lr_finder(r.config, [r], stop=stop, iters=r.iters)
+        r.path = r.result.get("path", "")
+        r.feature_hits = r.result.get("feature_hits", 0)
+        r.status = "stopped" if r.result.get("stopped") else "done"
+        self._learn(r, None)
+        if r.path == "frozen-features" and r.result.get("iters"):  # it got past the features: they are cached
+            self.book.features_done.add(feature_signature(r.config))
+
     def _learn(self, r: RunProgress, result) -> None:
         """Feed the run's measured rates to the speed book."""
         arch, dev, book = r.config.arch, self.device, self.book
         for kind, (n, secs) in r.measured.items():
             if secs > 0.5:
                 book.record(arch, dev, kind, n / secs)
-        if result.path == "frozen-features":
+        if result is not None and result.path.startswith("frozen-features"):
             book.features_done.add(feature_signature(r.config))
-            if result.history:
-                book.record(arch, dev, "head_epoch", sum(h["seconds"] for h in result.history) / len(result.history))
+            head = [h["seconds"] for h in result.history if h.get("path", "frozen-features") == "frozen-features"]
+            if head:
+                book.record(arch, dev, "head_epoch", sum(head) / len(head))

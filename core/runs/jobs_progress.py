@@ -2,6 +2,11 @@
 
 ``RunProgress`` is a trainer listener: the worker thread writes it, pages read it on
 their next refresh (plain attribute reads of immutable values: no lock needed).
+``SweepProgress`` is the same for a learning-rate sweep (a job of kind "lr_find").
+
+A schedule can change path part-way (``fine_tune``: head-only epochs on cached
+features, then the whole network): the time left is counted per epoch, each at the
+cost of its own path, measured where an epoch of that path was seen.
 """
 from __future__ import annotations
 
@@ -9,10 +14,10 @@ import time
 from pathlib import Path
 from dataclasses import dataclass, field
 
-from core.runs.estimates import SpeedBook, plan_seconds
+from core.runs.estimates import SpeedBook, epoch_seconds, epochs_seconds, plan_seconds, sweep_plan
 
 PHASE_WORDS = {"decode": "reading images", "features": "extracting features", "train": "training",
-               "val": "validating", "": "preparing"}
+               "val": "validating", "sweep": "sweeping", "": "preparing"}
 
 
 @dataclass
@@ -28,7 +33,9 @@ class RunProgress:
     done: int = 0
     total: int = 0
     epoch: int = 0
-    path: str = ""
+    path: str = ""                     # the path now: frozen-features | plain (the result's when done)
+    stage: str = ""                    # the schedule's phase now ("frozen", "unfrozen", ...)
+    stages: int = 1                    # how many phases the schedule planned
     run_dir: str | None = None
     error: str | None = None
     trace: str | None = None           # for the server log, never the page
@@ -86,7 +93,15 @@ class RunProgress:
         self.status, self.path, self.prep_seconds = "running", info["path"], info["prep_seconds"]
         self.feature_hits = info.get("feature_hits", 0)
         self.num_train, self.num_val = info["num_train"], info["num_val"]
+        phases = info.get("phases") or [{}]
+        self.stage, self.stages = phases[0].get("name", ""), len(phases)
         self._enter("train", info["batches_per_epoch"])
+
+    def on_phase_start(self, info: dict) -> None:
+        # The unfreeze: its decoding is over; from here epochs take the new path.
+        self.stage, self.path = info["phase"], info["path"]
+        self._enter("train", self.total)
+        self.phase_started = time.time()
 
     def on_batch_end(self, info: dict) -> None:
         self._enter("train", info["batches"])
@@ -95,7 +110,7 @@ class RunProgress:
     def on_epoch_end(self, record: dict) -> None:
         self.history.append(record)
         train_s = record["seconds"] - record.get("val_seconds", 0.0)
-        if self.path != "frozen-features":
+        if record.get("path", self.path) != "frozen-features":
             self.measured["train"] = (self.num_train, train_s)
             if record.get("val_seconds"):
                 self.measured["forward"] = (self.num_val, record["val_seconds"])
@@ -103,45 +118,59 @@ class RunProgress:
         self.phase_started = time.time()
 
     # ---- time left -----------------------------------------------------------------
-    def remaining_seconds(self, book: SpeedBook, device: str, cached: bool) -> float:
-        cfg, arch = self.config, self.config.arch
-        if self.status in ("done", "stopped", "error"):
-            return 0.0
+    def _plan(self, book: SpeedBook, device: str, cached: bool) -> dict:
+        """The plan, corrected by what this run measured: its own epochs per path, its own
+        decoding and feature rates."""
+        cfg = self.config
         plan = plan_seconds(book, cfg, device, self.num_train, self.num_val, cached and not self.history)
-        epochs = cfg.train.epochs
-        if self.history:  # measured epochs beat any estimate
-            plan["epoch"] = sum(h["seconds"] for h in self.history) / len(self.history)
+        for key, frozen in (("head_epoch", True), ("plain_epoch", False)):
+            secs = [h["seconds"] for h in self.history if (h.get("path", self.path) == "frozen-features") == frozen]
+            if secs:  # measured epochs beat any estimate
+                plan[key] = sum(secs) / len(secs)
         for kind, key, images in (("decode", "decode", self.num_train + self.num_val),
                                   ("forward", "features", self.num_val + max(1, cfg.train.feature_views) * self.num_train)):
             n, secs = self.measured.get(kind, (0, 0.0))
             if n >= 8 and secs > 0.5 and plan[key]:  # this run's own rate beats the book's
                 plan[key] = images * secs / n
-        if self.status == "queued":
-            return plan["decode"] + plan["features"] + epochs * plan["epoch"]
-        frac = self.done / self.total if self.total else 0.0
+        return plan
+
+    def _rate_left(self) -> float | None:
+        """Seconds left in the current phase at its measured rate, once a few units are
+        done (a rate from one unit, a batch still running, swings by the second)."""
         spent, progressed = time.time() - self.phase_started, self.done - self.done0
-        # The measured rate once a few units are done, else the plan: a rate from one
-        # unit (a batch still running) swings by the second.
-        rate_left = (self.total - self.done) * spent / progressed if progressed >= 3 and spent > 1 else None
+        return (self.total - self.done) * spent / progressed if progressed >= 3 and spent > 1 else None
+
+    def remaining_seconds(self, book: SpeedBook, device: str, cached: bool) -> float:
+        if self.status in ("done", "stopped", "error"):
+            return 0.0
+        plan = self._plan(book, device, cached)
+        finished = len(self.history)
+        if self.status == "queued":
+            return plan["decode"] + plan["features"] + epochs_seconds(plan, 1)
+        frac = self.done / self.total if self.total else 0.0
+        rate_left = self._rate_left()
+        if self.status == "running" and self.phase in ("decode", "features"):
+            # Preparing a later phase (the unfreeze decodes the training images again).
+            left = rate_left if rate_left is not None else plan["unfreeze"] * (1 - frac)
+            return left + epochs_seconds({**plan, "unfreeze": 0.0}, finished + 1)
         if self.phase in ("", "decode"):
             left = rate_left if rate_left is not None and self.phase == "decode" else plan["decode"]
             if self.phase == "decode" and self.what == "validation images":
                 left += plan["decode"] * self.num_train / max(self.num_train + self.num_val, 1)
-            return left + plan["features"] + epochs * plan["epoch"]
+            return left + plan["features"] + epochs_seconds(plan, 1)
         if self.phase == "features":
             # Validation features come first; the training images are decoded after them.
             pending_decode = 0.0 if self.train_decoded else plan["decode"] * self.num_train / max(self.num_train + self.num_val, 1)
-            return (rate_left if rate_left is not None else plan["features"] * (1 - frac)) + pending_decode + epochs * plan["epoch"]
-        finished = len(self.history)
-        current = plan["epoch"]
+            return (rate_left if rate_left is not None else plan["features"] * (1 - frac)) + pending_decode + epochs_seconds(plan, 1)
+        spent = time.time() - self.phase_started
+        now = epoch_seconds(plan, finished + 1)
         if self.phase == "train" and rate_left is not None and self.path != "frozen-features":
-            val_part = book.phase_seconds(arch, device, "val", self.num_val)
-            current = rate_left + val_part
+            current = rate_left + book.phase_seconds(self.config.arch, device, "val", self.num_val)
         elif self.phase == "val":
-            current = (rate_left if rate_left is not None else plan["epoch"] * 0.2)
+            current = rate_left if rate_left is not None else now * 0.2
         else:
-            current = max(0.0, plan["epoch"] - spent)
-        return current + max(0, epochs - finished - 1) * plan["epoch"]
+            current = max(0.0, now - spent)
+        return current + epochs_seconds(plan, finished + 2)
 
     # ---- outcome -------------------------------------------------------------------
     def outcome(self) -> str:
@@ -175,5 +204,63 @@ class RunProgress:
         if self.phase == "val":
             return f"epoch {self.epoch}/{self.config.train.epochs} · validating"
         if self.phase == "train":
-            return f"epoch {min(len(self.history) + 1, self.config.train.epochs)}/{self.config.train.epochs} · batch {self.done}/{self.total}"
+            stage = f" · {self.stage}" if self.stages > 1 and self.stage else ""
+            epochs = self.config.train.epochs
+            return f"epoch {min(len(self.history) + 1, epochs)}/{epochs}{stage} · batch {self.done}/{self.total}"
         return "preparing"
+
+
+@dataclass
+class SweepProgress(RunProgress):
+    """A learning-rate sweep's progress: the same preparation events as a run (reading
+    images, features), then one ``on_batch_end`` per step of the sweep.  ``result`` is
+    ``run_lr_find``'s dict once it ends; nothing is saved to disk."""
+    iters: int = 100
+    steps: int = 0
+    sweep_started: float = 0.0
+    result: dict | None = None
+
+    def on_batch_end(self, info: dict) -> None:
+        if not self.steps:
+            self._close_phase()
+            self.status, self.sweep_started = "running", time.time()
+            self.phase, self.phase_started = "sweep", time.time()
+        self.steps += 1
+        self.done, self.total = self.steps, self.iters
+
+    def on_epoch_end(self, record: dict) -> None:  # a sweep has no epochs
+        pass
+
+    def remaining_seconds(self, book: SpeedBook, device: str, cached: bool) -> float:
+        if self.status in ("done", "stopped", "error"):
+            return 0.0
+        plan = sweep_plan(book, self.config, device, self.num_train, self.num_val, cached, self.iters)
+        step = plan["step"]
+        if self.steps >= 3:
+            step = (time.time() - self.sweep_started) / self.steps
+        sweep = max(0, self.iters - self.steps) * step  # an upper bound: a diverging loss ends it early
+        if self.status == "queued" or self.phase == "":
+            return plan["decode"] + plan["features"] + sweep
+        if self.phase in ("decode", "features"):
+            rate_left = self._rate_left()
+            frac = self.done / self.total if self.total else 0.0
+            part = plan[self.phase] * (1 - frac) if rate_left is None else rate_left
+            return part + (plan["features"] if self.phase == "decode" else 0.0) + sweep
+        return sweep
+
+    def phase_text(self) -> str:
+        if self.phase == "sweep":
+            return f"sweeping the learning rate, step {self.steps}/{self.iters}"
+        return super().phase_text()
+
+    def outcome(self) -> str:
+        if self.status == "error":
+            return f"failed: {self.error}"
+        r = self.result or {}
+        if self.status == "stopped" and not r.get("iters"):
+            return f"stopped while {PHASE_WORDS.get(self.phase, self.phase)}, before the sweep began: nothing to show"
+        if self.status not in ("done", "stopped"):
+            return self.status
+        found = f"suggests {r['suggestion']:.1e}" if r.get("suggestion") else "no suggestion (too few steps)"
+        how = "stopped" if self.status == "stopped" else "done"
+        return f"{how} after {r.get('iters', 0)} steps · {found}"

@@ -1,0 +1,136 @@
+"""Schedules and the learning-rate finder through the dashboard's widgets (AppTest): what
+the Train page's schedule inputs say is what the saved run did; the finder's job ends in
+a plot whose suggestion lands in the saved setup; old session files and old runs still
+load.  Tiny photos and MobileNetV3-small at random init keep each test to seconds."""
+import json
+
+from core.runs.store import list_runs, read_json, write_json
+from tests.conftest import ROOT, make_run, wait_for_jobs
+from ui import state as S
+
+
+def number(at, label):
+    return next(n for n in at.number_input if n.label == label)
+
+
+def captions(at) -> str:
+    return " ".join(c.value for c in at.caption)
+
+
+def tiny_state(path, **more):
+    return {S.DATA_SOURCE: "folder", S.FOLDER_PATH: str(path), S.ARCH: "mobilenet_v3_small", S.WEIGHTS: "none", **more}
+
+
+def test_fine_tune_chosen_on_the_pages_is_what_the_run_did(app, tiny_folders, isolated_dirs):
+    at = app("pages/model.py", tiny_state(tiny_folders))
+    at.radio(key="_freeze_mode").set_value("none").run()  # "Fine-tune everything"
+    assert at.session_state[S.FREEZE] == "none"
+    at.switch_page("pages/train.py").run()
+    at.selectbox(key="_w.train_cfg.schedule").set_value("standard").run()
+    assert "Head-only epochs first" not in [n.label for n in at.number_input]
+    assert not at.selectbox(key="_w.train_cfg.scheduler").disabled  # the standard schedule uses it
+    at.selectbox(key="_w.train_cfg.schedule").set_value("fine_tune").run()
+    assert at.selectbox(key="_w.train_cfg.scheduler").disabled  # one-cycle per phase: the scheduler is not used
+    number(at, "Head-only epochs first").set_value(1)
+    number(at, "Epochs").set_value(2)
+    number(at, "Batch size").set_value(8).run()
+    assert not at.exception
+    assert "fine_tune: 1 head-only epoch, then 1 unfrozen" in captions(at)
+    assert any("Random init with **fine_tune**" in w.value for w in at.warning)  # a warning, not a block
+    next(b for b in at.button if b.label == "Start").click().run()
+    wait_for_jobs(at.session_state[S.SESSION])
+    at.run()
+    assert not at.exception
+    assert any("head-only epochs on cached features, then the whole network" in s.value for s in at.success)
+    (run,) = list_runs(isolated_dirs / "runs")
+    assert run["config"]["train"]["schedule"] == "fine_tune" and run["config"]["freeze"] == "none"
+    assert run["config"]["schedule_text"].startswith("fine_tune: 1 head-only epoch")
+    assert [p["name"] for p in run["summary"]["phases"]] == ["frozen", "unfrozen"]
+    assert [p["path"] for p in run["summary"]["phases"]] == ["frozen-features", "plain"]
+
+
+def test_the_learning_rate_finder_from_the_button_to_the_saved_setup(app, tiny_folders, isolated_dirs):
+    at = app("pages/train.py", tiny_state(tiny_folders, **{S.FREEZE: "none"}))
+    number(at, "Batch size").set_value(8).run()
+    assert "alone on cached features (100 steps)" in captions(at)
+    next(b for b in at.button if b.label == "Find a learning rate").click().run()
+    sid = at.session_state[S.SESSION]
+    wait_for_jobs(sid)
+    at.run()
+    assert not at.exception
+    assert any("learning-rate sweep: done after" in s.value for s in at.success)
+    assert len(at.get("plotly_chart")) == 1  # the sweep's plot (a sweep has no training curves)
+    use = next(b for b in at.button if b.label.startswith("Use "))
+    value = float(use.label.removeprefix("Use "))
+    assert "Suggested" in captions(at) and "100 steps on the head alone on cached features" in captions(at)
+    use.click().run()
+    assert not at.exception
+    assert number(at, "Learning rate").value == value
+    saved = read_json(isolated_dirs / "data" / "sessions" / f"{sid}.json")
+    assert saved[S.TRAIN_CFG]["lr"] == value and saved[S.LR_FIND]["suggestion"] > 0
+    assert next(b for b in at.button if b.label.startswith("Use ")).disabled  # already in use
+
+    # A refresh (new session, same tab id) keeps the plot; a changed setup is flagged.
+    from streamlit.testing.v1 import AppTest
+    again = AppTest.from_file(str(ROOT / "app.py"), default_timeout=180)
+    again.query_params["sid"] = sid
+    again.switch_page("pages/train.py").run()
+    assert not again.exception and again.get("plotly_chart")
+    assert not any("Found for a different setup" in w.value for w in again.warning)
+    number(again, "Batch size").set_value(4).run()
+    assert any("Found for a different setup" in w.value and "batch size" in w.value for w in again.warning)
+
+
+def test_an_old_session_file_loads_with_the_new_fields_filled_in(isolated_dirs, tiny_folders):
+    """A setup saved by the version before schedules: no schedule, freeze_epochs, lr_spread,
+    pct_start or micro_batch, a field since removed, and a value outside its input's bounds."""
+    sid = "0123456789ab"
+    old_cfg = {"epochs": 3, "batch_size": 16, "lr": 0.01, "momentum": 0.9, "weight_decay": 0.0, "optimizer": "adam",
+               "scheduler": "cosine", "step_size": 7, "gamma": 0.1, "label_smoothing": 0.0, "seed": 0, "amp": "auto",
+               "fast": True, "feature_views": 1, "cache_mb": 1024, "feature_cache": True, "removed_field": 1,
+               "lr_spread": "lots"}
+    path = isolated_dirs / "data" / "sessions" / f"{sid}.json"
+    path.parent.mkdir(parents=True)
+    write_json(path, {S.DATA_SOURCE: "folder", S.FOLDER_PATH: str(tiny_folders), S.ARCH: "mobilenet_v3_small",
+                      S.WEIGHTS: "none", S.FREEZE: "none", S.TRAIN_CFG: old_cfg, S.JOB_ID: "gone"})
+    from streamlit.testing.v1 import AppTest
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=180)
+    at.query_params["sid"] = sid
+    at.switch_page("pages/train.py").run()
+    assert not at.exception and not at.error
+    cfg = at.session_state[S.TRAIN_CFG]
+    assert (cfg["epochs"], cfg["optimizer"], cfg["scheduler"], cfg["lr"]) == (3, "adam", "cosine", 0.01)  # kept
+    assert (cfg["schedule"], cfg["freeze_epochs"], cfg["lr_spread"], cfg["micro_batch"]) == ("fine_tune", 1, 100.0, 0)
+    assert "removed_field" not in cfg
+    assert at.selectbox(key="_w.train_cfg.schedule").value == "fine_tune"
+    assert at.session_state[S.LR_FIND] is None
+
+
+def test_compare_shows_each_runs_schedule_and_phases(app, tiny_split, isolated_dirs):
+    from core.training.experiment import ExperimentConfig, run_experiment
+    from core.training.trainer import TrainConfig
+    runs = isolated_dirs / "runs"
+    cfg = ExperimentConfig(data=str(tiny_split), arch="mobilenet_v3_small", weights="none", freeze="none", name="tuned",
+                           train=TrainConfig(epochs=2, batch_size=8, schedule="fine_tune", optimizer="adam", lr=0.002))
+    run_experiment(cfg, runs_dir=runs)
+    for name, drop in (("old", ("schedule_text",)), ("older", ("schedule_text", "train"))):
+        d = make_run(tiny_split, runs, name)
+        config = read_json(d / "config.json")
+        for key in drop:
+            config.pop(key)
+        if "train" in config:  # as saved before schedules existed
+            for key in ("schedule", "freeze_epochs", "lr_spread", "pct_start", "micro_batch"):
+                config["train"].pop(key)
+        write_json(d / "config.json", config)
+    at = app("pages/compare.py")
+    assert not at.exception
+    table = at.dataframe[0].value.set_index("run")
+    assert table.loc["tuned", "schedule"].startswith("fine_tune: 1 head-only epoch, then 1 unfrozen")
+    assert table.loc["old", "schedule"] == "StepLR ×0.1 every 7" and table.loc["older", "schedule"] == "—"
+    assert table.loc["tuned", "optimizer"] == "Adam 2e-03" and table.loc["older", "optimizer"] == "—"
+    assert all(0 <= a <= 100 for a in table["best val acc"])  # percent, shown as 95.4%
+    next(s for s in at.selectbox if s.label == "A closer look at").set_value(str(runs / "tuned")).run()
+    assert not at.exception
+    phases = at.dataframe[1].value
+    assert phases["phase"].tolist() == ["frozen", "unfrozen"] and phases["path"].tolist() == ["cached features", "whole network"]
+    assert json.dumps(phases["rates toward the input"].tolist()) == json.dumps(["one rate", "÷100"])

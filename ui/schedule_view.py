@@ -1,0 +1,112 @@
+"""Schedules in words: the Train page's caption for the current setup, the transfer-vs-
+scratch recipe, and the Compare page's schedule column and phase table.
+
+Texts are built from ``core.training.schedules`` (``describe``, ``FINE_TUNE_RECIPE``),
+never from numbers copied here, so they stay true when the recipe changes.
+"""
+from __future__ import annotations
+
+from core.training.schedules import FINE_TUNE_RECIPE, describe
+from core.training.trainer import TrainConfig
+
+from .lr_finder import lr_text
+
+# Short: a select box shows about 25 characters; the help texts say the rest.
+SCHEDULE_LABELS = {"standard": "standard (tutorial)", "fine_tune": "fine_tune (fastai)", "gradual": "gradual (ULMFiT)"}
+SCHEDULER_LABELS = {"step": "step (tutorial)", "cosine": "cosine", "none": "none (constant)",
+                    "onecycle": "one-cycle", "warmup_cosine": "cosine with warm-up"}
+OPTIMIZERS = {"sgd": "SGD", "adam": "Adam", "adamw": "AdamW"}
+
+
+def single_phase(cfg, freeze) -> bool:
+    """The schedule runs one phase, with the chosen scheduler (``schedules.plan``'s rule)."""
+    return cfg.schedule == "standard" or freeze == "backbone" or cfg.epochs < 2
+
+
+def caption(cfg, freeze, freeze_words: str) -> str:
+    """What the current schedule will do with the Model page's freeze, in one line."""
+    text = describe(cfg, freeze)
+    if cfg.schedule == "standard":
+        return f"One phase with the Model page's freeze ({freeze_words}), {text}."
+    if freeze == "backbone":
+        return (f"**{cfg.schedule}** has nothing to unfreeze while the Model page freezes the whole body (feature "
+                f"extractor): the head trains alone for all {cfg.epochs} epochs, {text}. Choose *Fine-tune everything* "
+                "(or fewer frozen stages) on the Model page to see it unfreeze.")
+    if cfg.epochs < 2:
+        return (f"**{cfg.schedule}** needs 2 or more epochs (head-only first, then unfrozen): with 1 epoch it trains "
+                f"in one phase, {text}.")
+    return f"{text}; the body then trains as the Model page allows ({freeze_words})."
+
+
+def recipe_text(epochs: int) -> str:
+    """The transfer-vs-scratch experiment's three runs, the fine-tuned one's recipe spelled out."""
+    r = {**TrainConfig().to_dict(), **FINE_TUNE_RECIPE}
+    n, opt = r["freeze_epochs"], r["optimizer"]
+    momentum = f" (momentum {r['momentum']:g})" if opt == "sgd" and r.get("momentum") else ""
+    div = r.get("unfreeze_div", 2.0)
+    text = (f"The fine-tuned run uses fastai's {r['schedule']} schedule with this project's recipe: {n} head-only "
+            f"epoch{'s' * (n != 1)} at {OPTIMIZERS.get(opt, opt)} {lr_text(r['lr'])}{momentum}, then all layers at "
+            f"÷{div:g} of it with discriminative rates (÷{r['lr_spread']:g} toward the input), one-cycle, weight decay "
+            f"{r['weight_decay']:g}. The frozen run keeps your settings; the scratch run uses the standard schedule "
+            "with your optimizer, rate and scheduler.")
+    if epochs < n + 1:
+        text += f" With {epochs} epoch{'s' * (epochs != 1)} there is no room for the unfreeze: set {n + 1} or more."
+    return text
+
+
+def run_schedule(config: dict) -> str:
+    """A saved run's schedule: its own line, else described from its TrainConfig (runs saved
+    before schedules existed were all 'standard'), else a dash."""
+    text = config.get("schedule_text")
+    if isinstance(text, str) and text:
+        return text
+    train = config.get("train")
+    if not isinstance(train, dict):
+        return "—"
+    known = TrainConfig.__dataclass_fields__
+    try:
+        return describe(TrainConfig(**{k: v for k, v in train.items() if k in known}), config.get("freeze", "none"))
+    except (TypeError, ValueError, KeyError, ZeroDivisionError):
+        return "—"
+
+
+def run_optimizer(config: dict) -> str:
+    train = config.get("train") if isinstance(config.get("train"), dict) else {}
+    opt, lr = train.get("optimizer"), train.get("lr")
+    if not isinstance(opt, str):
+        return "—"
+    return f"{OPTIMIZERS.get(opt, opt)} {lr_text(lr)}" if isinstance(lr, (int, float)) and lr > 0 else OPTIMIZERS.get(opt, opt)
+
+
+def _trains(freeze) -> str:
+    if freeze is None:
+        return "as the run's freeze allows"
+    if freeze == "backbone":
+        return "head only"
+    if isinstance(freeze, int):
+        return f"all but the first {freeze} stages"
+    return str(freeze)
+
+
+def phase_rows(summary: dict, base_freeze=None) -> list[dict]:
+    """The phases a run went through (summary["phases"]), one row each; [] when absent.
+    ``base_freeze`` is the run's own freeze (a phase with freeze None trains what it allows)."""
+    phases = summary.get("phases")
+    if not isinstance(phases, list):
+        return []
+    rows = []
+    for p in phases:
+        if not isinstance(p, dict):
+            continue
+        lr, spread = p.get("lr"), p.get("spread")
+        rows.append({"phase": p.get("name"), "epochs": p.get("epochs"), "trains": _trains(p.get("freeze")),
+                     "head lr (peak)": lr_text(lr) if isinstance(lr, (int, float)) and lr > 0 else "—",
+                     "rates toward the input": f"÷{spread:g}" if isinstance(spread, (int, float)) and spread > 1 else "one rate",
+                     "scheduler": SCHEDULER_LABELS.get(p.get("scheduler"), p.get("scheduler")),
+                     "path": {"frozen-features": "cached features", "plain": "whole network"}.get(p.get("path"), p.get("path")),
+                     "micro-batch": str(p["micro_batch"]) if p.get("micro_batch") else "—"})
+        if "bn_frozen" in p:  # runs saved before BatchNorm statistics could be kept lack it
+            body_frozen = p.get("freeze") == "backbone" or (p.get("freeze") is None and base_freeze == "backbone")
+            rows[-1]["BatchNorm statistics"] = ("fixed (frozen body)" if body_frozen else "kept" if p["bn_frozen"]
+                                                else "updated")
+    return rows

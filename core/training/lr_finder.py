@@ -29,7 +29,9 @@ from torch import nn
 from core.models.surgery import stages_of
 from core.training import schedules
 
-BETA = 0.98       # loss smoothing, as fastai
+BETA = 0.9        # loss smoothing.  fastai's 0.98 lags about 50 steps, half of a 100-step
+                  # sweep: the curve fell a decade after the per-step losses did, and the
+                  # suggestion came out low (ants/bees head: 2.8e-3 where the loss fell from 3e-3 on)
 DIVERGE = 4.0     # stop once the smoothed loss exceeds this multiple of its minimum
 
 
@@ -99,7 +101,9 @@ def suggest(lrs: list[float], losses: list[float]) -> dict:
     logs = [math.log10(lr) for lr, _ in finite]
     # The first steps' smoothed loss is mostly its debiasing: the steepest point is looked for after them.
     skip = max(1, len(finite) // 10)
-    slopes = {i: (finite[i + 1][1] - finite[i - 1][1]) / (logs[i + 1] - logs[i - 1]) for i in range(skip, len(finite) - 1)}
+    # and only up to the minimum: past it the loss is blowing up, whatever its slope says.
+    slopes = {i: (finite[i + 1][1] - finite[i - 1][1]) / (logs[i + 1] - logs[i - 1])
+              for i in range(skip, min(low, len(finite) - 1))}
     steep = min(slopes, key=slopes.get) if slopes else low
     return {"suggestion": finite[k][0], "method": "valley",
             "explanation": "about half way down the longest stretch where the smoothed loss keeps falling "

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import resource
 import statistics
 import subprocess
@@ -188,7 +189,11 @@ def run_cell(a) -> dict:
 
 
 def _cell(args: list[str], cell: str) -> dict:
-    proc = subprocess.run([sys.executable, "-m", "core", "bench", *args, "--cell", cell], capture_output=True, text=True)
+    # Each cell computes its own frozen features: a disk cache shared between cells would
+    # hand the fine_tune row the frozen row's features for free.
+    env = {**os.environ, "TRANSFERLAB_FEATURE_DISK": "0"}
+    proc = subprocess.run([sys.executable, "-m", "core", "bench", *args, "--cell", cell], capture_output=True, text=True,
+                          env=env)
     if proc.returncode != 0:
         raise RuntimeError(f"bench cell {cell} failed:\n{proc.stderr[-2000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -204,17 +209,18 @@ def main(a) -> int:
     args = ["--data", a.data, "--arch", a.arch, "--epochs-frozen", str(a.epochs_frozen), "--epochs-finetune",
             str(a.epochs_finetune), "--epochs-fine_tune", str(a.epochs_fine_tune), "--epochs-scratch", str(a.epochs_scratch), "--batch-size", str(a.batch_size),
             "--seed", str(a.seed)]
-    from core.device import device_label
-    results = {"machine": device_label(), "arch": a.arch, "batch_size": a.batch_size, "floor": _cell(args, "floor:all"),
+    from core.device import cpu_facts, cpu_line, device_label
+    print(f"CPU: {cpu_line()}", file=sys.stderr, flush=True)
+    results = {"machine": device_label(), "cpu": cpu_facts(), "arch": a.arch, "batch_size": a.batch_size, "floor": _cell(args, "floor:all"),
                "modes": {}}
     for mode in a.modes.split(","):
         print(f"running {mode} ...", file=sys.stderr, flush=True)
         base, mine = _cell(args, f"baseline:{mode}"), _cell(args, f"ours:{mode}")
         results["modes"][mode] = {"epochs": getattr(a, f"epochs_{mode}"), "baseline": base, "ours": mine,
                                   "speedup": base["s_per_epoch"] / mine["s_per_epoch"]}
-    print(markdown(results))
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(a.out).write_text(json.dumps(results, indent=1))
+    Path(a.out).write_text(json.dumps(results, indent=1))  # first: the figures survive a bad table
+    print(markdown(results))
     return 0
 
 

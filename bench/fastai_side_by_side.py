@@ -70,18 +70,11 @@ DEFAULT_WORKERS = 0  # num_workers=0 measured faster than 2 on the 2-core machin
 
 
 def cpu_facts() -> dict:
-    model, flags = "unknown", set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, val = line.partition(":")
-            if key.strip() == "model name" and model == "unknown":
-                model = val.strip()
-            elif key.strip() == "flags" and not flags:
-                flags = set(val.split())
-    except OSError:
-        pass  # not Linux: the table says "unknown" rather than failing the benchmark
+    """The project's CPU facts (core/device.py), in this script's JSON shape."""
     import torch
-    return {"model": model, "flags": {f: f in flags for f in FLAGS}, "cores": os.cpu_count(),
+    from core.device import cpu_facts as facts
+    f = facts()
+    return {"model": f["model"], "flags": {k: bool(f.get(k)) for k in FLAGS}, "cores": os.cpu_count(),
             "torch_threads": torch.get_num_threads(), "torch": torch.__version__}
 
 

@@ -605,12 +605,17 @@ def print_details(r: dict) -> None:
         print(line)
     met = r.get("targets_met", {})
     print("  targets (spec for K=8): " + ", ".join(f"{k} {'OK' if v else 'MISSED'}" for k, v in met.items()))
+    print_server_log(r, "  ")
+
+
+def print_server_log(r: dict, indent: str = "") -> None:
+    """The server log's suspicious lines and its tail, as a result dict carries them."""
     if r.get("server_log_problem_lines"):
-        print("  server log lines that look like trouble:")
+        print(f"{indent}server log lines that look like trouble:")
         for ln in r["server_log_problem_lines"][-15:]:
             print(f"    {ln}")
     if r.get("server_log_tail"):
-        print(f"  server log tail ({r.get('server_log')}):")
+        print(f"{indent}server log tail ({r.get('server_log')}):")
         for ln in r["server_log_tail"].splitlines()[-30:]:
             print(f"    {ln}")
 

@@ -219,14 +219,7 @@ def main(argv=None) -> int:
         if m.get("errors_on_page"):
             print(f"    {m['errors_on_page']} error element(s) on the page")
     print(f"method: {res['method']}")
-    if res.get("server_log_problem_lines"):
-        print("server log lines that look like trouble:")
-        for ln in res["server_log_problem_lines"][-15:]:
-            print(f"    {ln}")
-    if res.get("server_log_tail"):
-        print(f"server log tail ({res['server_log']}):")
-        for ln in res["server_log_tail"].splitlines()[-30:]:
-            print(f"    {ln}")
+    C.print_server_log(res)
     if args.json:
         Path(args.json).write_text(json.dumps(res, indent=1))
         print(f"JSON written to {args.json}")

@@ -13,16 +13,12 @@ import pytest
 from core.data import archive, datasets as data
 from core.errors import ArchiveError, DatasetError
 from tests.conftest import ANTS_BEES
-from tests.test_fuzz_kit import FOREIGN, Tally, cut_offsets, flipped, random_blobs
+from tests.test_fuzz_kit import FOREIGN, Tally, cut_offsets, flipped, random_blobs, report_at_end
 
 TALLY = Tally("archives: extract_zip")
 SHOWN = "my photos.zip"  # what the user called the file they uploaded
 
-
-@pytest.fixture(scope="module", autouse=True)
-def _report():
-    yield
-    TALLY.report()
+_report = report_at_end(TALLY)
 
 
 @pytest.fixture(scope="module")

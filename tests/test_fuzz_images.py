@@ -18,15 +18,11 @@ from core.data import images
 from core.errors import ImageReadError, TransferLabError
 from core.data.images import load_rgb
 from tests.conftest import ANTS_BEES
-from tests.test_fuzz_kit import FOREIGN, Tally, cut_offsets, flipped, random_blobs
+from tests.test_fuzz_kit import FOREIGN, Tally, cut_offsets, flipped, random_blobs, report_at_end
 
 TALLY = Tally("images: load_rgb")
 
-
-@pytest.fixture(scope="module", autouse=True)
-def _report():
-    yield
-    TALLY.report()
+_report = report_at_end(TALLY)
 
 
 def _outcome(source):

@@ -7,6 +7,8 @@ tally is printed at the end of each module (``pytest -s``) and, when
 """
 from __future__ import annotations
 
+import pytest
+
 import json
 import os
 import random
@@ -48,6 +50,16 @@ def flipped(data: bytes, seed: int, lo: int, hi: int, n: int = 2) -> bytes:
         i = rng.randrange(lo, min(hi, len(b)))
         b[i] ^= rng.randrange(1, 256)
     return bytes(b)
+
+
+def report_at_end(tally: "Tally"):
+    """A module-scoped autouse fixture that prints ``tally`` once the module's cases ran:
+    ``_report = report_at_end(TALLY)`` in a fuzz module."""
+    @pytest.fixture(scope="module", autouse=True)
+    def _report():
+        yield
+        tally.report()
+    return _report
 
 
 class Tally:

@@ -22,16 +22,12 @@ from core.errors import RunError
 from core.serving.predict import Predictor
 from core.runs.store import load_weights
 from tests.conftest import make_run, write_image
-from tests.test_fuzz_kit import Tally, cut_offsets, flipped, random_blobs
+from tests.test_fuzz_kit import Tally, cut_offsets, flipped, random_blobs, report_at_end
 
 TALLY = Tally("run folders: load_run / Predictor")
 ROOT = Path(__file__).resolve().parent.parent
 
-
-@pytest.fixture(scope="module", autouse=True)
-def _report():
-    yield
-    TALLY.report()
+_report = report_at_end(TALLY)
 
 
 @pytest.fixture(scope="module")

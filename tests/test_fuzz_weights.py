@@ -21,16 +21,12 @@ from torch import nn
 from core.models.checkpoint import read_state_dict
 from core.cli import main as cli_main
 from core.errors import WeightsError
-from tests.test_fuzz_kit import FOREIGN, Tally, cut_offsets, flipped, random_blobs
+from tests.test_fuzz_kit import FOREIGN, Tally, cut_offsets, flipped, random_blobs, report_at_end
 
 TALLY = Tally("weights: read_state_dict")
 ROOT = Path(__file__).resolve().parent.parent
 
-
-@pytest.fixture(scope="module", autouse=True)
-def _report():
-    yield
-    TALLY.report()
+_report = report_at_end(TALLY)
 
 
 @pytest.fixture(scope="module")

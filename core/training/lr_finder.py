@@ -161,11 +161,10 @@ def find_lr(trainer, start: float = 1e-7, end: float = 10.0, iters: int = 100, s
         for n, p in model.named_parameters():
             p.requires_grad_(trainable[n])
         trainer.listeners = [x for x in trainer.listeners if not isinstance(x, _Sweep)]
-    if sweep is None:
-        sweep = _Sweep(torch.optim.SGD([torch.zeros(1, requires_grad=True)]), start, end, iters, done, None)
-    stopped = stop is not None and stop.is_set() and len(sweep.raw) < iters and not sweep.reason
-    out = {"lrs": sweep.lrs, "losses": sweep.smooth, "raw_losses": sweep.raw, "iters": len(sweep.raw),
+    lrs, smooth, raw, reason = (sweep.lrs, sweep.smooth, sweep.raw, sweep.reason) if sweep else ([], [], [], "")
+    stopped = stop is not None and stop.is_set() and len(raw) < iters and not reason
+    out = {"lrs": lrs, "losses": smooth, "raw_losses": raw, "iters": len(raw),
            "start": start, "end": end, "path": trainer.path, "phase": first.name, "stopped": stopped,
-           "ended": sweep.reason or ("stopped" if stopped else f"reached {end:g}" if len(sweep.raw) >= iters else ""),
+           "ended": reason or ("stopped" if stopped else f"reached {end:g}" if len(raw) >= iters else ""),
            "seconds": time.perf_counter() - t0, "feature_hits": result.feature_hits}
-    return {**out, **suggest(sweep.lrs, sweep.smooth)}
+    return {**out, **suggest(lrs, smooth)}

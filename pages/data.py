@@ -6,15 +6,16 @@ from core import paths
 from core.data.datasets import resolve_source
 from core.errors import TransferLabError
 from core.data.transforms import TransformSpec, augmented_samples
-from ui import common
+from ui import common, own_classes
 from ui import state as S
 
 S.init_state()  # idempotent: a page works opened directly, not only through app.py
 
 st.title("Data")
 demo = paths.demo_dataset()
-options = (["demo"] if demo else []) + ["folder", "zip"]
-labels = {"demo": "Ants vs bees (demo)", "folder": "A folder on the server", "zip": "Upload a .zip"}
+options = (["demo"] if demo else []) + ["folder", "zip", "own"]
+labels = {"demo": "Ants vs bees (demo)", "folder": "A folder on the server", "zip": "Upload a .zip",
+          "own": "Make your own classes"}
 if st.session_state[S.DATA_SOURCE] not in options:
     S.put(S.DATA_SOURCE, options[0])
 st.radio("Dataset", options, format_func=labels.get, horizontal=True, **S.bind(S.DATA_SOURCE))
@@ -58,6 +59,8 @@ elif source == "zip":
             bar.empty()
     if up is not None and st.session_state.get("_zip_seen") == up.file_id:
         refused = st.session_state.get("_zip_refused")
+elif source == "own":
+    own_classes.render()  # says what is missing until the dataset is ready to train on
 
 c1, c2 = st.columns(2)
 c1.slider("Validation fraction (one-folder layout only)", 0.05, 0.5, step=0.05, **S.bind(S.VAL_SPLIT))
@@ -70,6 +73,8 @@ if refused:
     st.stop()
 
 if S.data_path() is None:  # this page is where a dataset is chosen: say how, not "go to Data"
+    if source == "own":
+        st.stop()  # the editor above already said what the dataset lacks
     st.info("Upload a .zip of class folders above." if source == "zip" else
             "Type the path of a folder on the server above and press Enter." if source == "folder" else
             "No dataset is selected yet.")

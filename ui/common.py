@@ -13,6 +13,7 @@ from plotly.subplots import make_subplots
 
 from core import paths
 from core.errors import TransferLabError
+from core.data import own_dataset
 from core.data.datasets import scan_dataset
 from core.device import device_label
 from core.serving.predict import Predictor, evaluate
@@ -64,7 +65,8 @@ def page_link(title: str, label: str | None = None) -> None:
 
 
 @st.cache_data(show_spinner="Reading the dataset…", max_entries=16)
-def cached_scan(source: str, val_split: float, seed: int):
+def cached_scan(source: str, val_split: float, seed: int, version: str | None = None):
+    """``version`` is part of the cache key only: it changes when a dataset changes under the same path."""
     return scan_dataset(source, val_split, seed)
 
 
@@ -73,7 +75,9 @@ def current_dataset():
     path = S.data_path()
     if path is None:
         return None
-    return cached_scan(path, st.session_state[S.VAL_SPLIT], st.session_state[S.DATA_SEED])
+    # A dataset made on the Data page changes under the same path: its fingerprint joins the key.
+    version = own_dataset.fingerprint(path) if st.session_state[S.DATA_SOURCE] == "own" else None
+    return cached_scan(path, st.session_state[S.VAL_SPLIT], st.session_state[S.DATA_SEED], version)
 
 
 def require_dataset():

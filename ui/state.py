@@ -22,15 +22,17 @@ import uuid
 import streamlit as st
 
 from core import paths
+from core.data import own_dataset
 from core.runs.store import write_json
 from core.training.schedules import SCHEDULERS, SCHEDULES
 from core.training.trainer import TrainConfig
 
 # Data page
-DATA_SOURCE = "data_source"        # "demo" | "folder" | "zip"
+DATA_SOURCE = "data_source"        # "demo" | "folder" | "zip" | "own"
 FOLDER_PATH = "folder_path"        # the folder chosen under "A folder on the server"
 ZIP_PATH = "zip_path"              # extracted root of the last accepted .zip
 ZIP_NAME = "zip_name"              # its file name as the user gave it
+OWN_DATASET = "own_dataset"        # id of the dataset made on the Data page (core/data/own_dataset.py)
 VAL_SPLIT = "val_split"
 DATA_SEED = "data_seed"
 # Model page
@@ -54,7 +56,7 @@ SESSION = "session_id"             # one per browser tab, kept in the URL across
 # it changes nothing (no body to unfreeze); with "Fine-tune everything" the new head is
 # trained before the body is touched, so random head gradients never reach pretrained
 # weights (schedules.py).
-SETUP_DEFAULTS = {DATA_SOURCE: "demo", FOLDER_PATH: None, ZIP_PATH: None, ZIP_NAME: None, VAL_SPLIT: 0.2, DATA_SEED: 0,
+SETUP_DEFAULTS = {DATA_SOURCE: "demo", FOLDER_PATH: None, ZIP_PATH: None, ZIP_NAME: None, OWN_DATASET: None, VAL_SPLIT: 0.2, DATA_SEED: 0,
                   ARCH: "mobilenet_v2", WEIGHTS: "imagenet", WEIGHTS_FILE: None, HIDDEN: 0, DROPOUT: 0.0,
                   FREEZE: "backbone", TRAIN_CFG: {**TrainConfig().to_dict(), "epochs": 5, "schedule": "fine_tune"},
                   RUN_NAME: "", JOB_ID: None, SELECTED_RUNS: [], PREDICT_RUN: None, LR_FIND: None}
@@ -188,6 +190,8 @@ def data_path() -> str | None:
     if source == "demo":
         demo = paths.demo_dataset()
         return str(demo) if demo else None
+    if source == "own":  # only once it has enough classes and photos: until then nothing is selected
+        return own_dataset.ready_path(st.session_state[OWN_DATASET])
     path = st.session_state[FOLDER_PATH] if source == "folder" else st.session_state[ZIP_PATH]
     return path.strip() or None if isinstance(path, str) else None
 
@@ -198,6 +202,11 @@ def data_label() -> str:
         return "none selected"
     if source == "zip" and st.session_state[ZIP_NAME]:
         return st.session_state[ZIP_NAME]
+    if source == "own":
+        try:
+            return own_dataset.load(st.session_state[OWN_DATASET]).title
+        except own_dataset.OwnDatasetError:  # deleted by another tab since data_path() looked
+            return "none selected"
     return "ants vs bees (demo)" if source == "demo" else path.rstrip("/").split("/")[-1]
 
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+from collections import OrderedDict
 import threading
 from pathlib import Path
 
@@ -20,15 +21,19 @@ from core.models.zoo import ModelSpec, instantiate, list_architectures
 def load_model(run: dict, device: torch.device, spec: ModelSpec | None = None):
     """The run's network with its best weights, in eval mode on ``device``; a model that
     cannot be built, or weights that do not fit it, are a RunError naming the run."""
-    spec = spec or _checked_config(run)[0]
+    spec = spec or checked_config(run)[0]
     try:
         model = instantiate(spec)
     except Exception as e:  # noqa: BLE001 - torchvision's builders reject odd build arguments in many ways
         raise RunError(f"run {run['name']!r} is damaged: config.json describes a model that cannot be built "
                        f"({_clause(e)})") from None
     try:
-        model.load_state_dict(load_weights(run["dir"]))  # strict: every tensor, every shape
-    except RuntimeError as e:
+        state = OrderedDict(load_weights(run["dir"]))
+        # Some modules (MNASNet) read their version from the state_dict's metadata, which
+        # .safetensors does not keep: the freshly built model's is the right one.
+        state._metadata = getattr(model.state_dict(), "_metadata", None)
+        model.load_state_dict(state)  # strict: every tensor, every shape
+    except (RuntimeError, ValueError) as e:
         raise RunError(f"run {run['name']!r} is damaged: {WEIGHTS} does not fit the model its config.json "
                        f"describes ({_clause(e)})") from None
     return model.to(device, memory_format=torch.channels_last).eval()
@@ -38,7 +43,7 @@ def _clause(e: BaseException) -> str:
     return " ".join(str(e).split())[:160] or type(e).__name__
 
 
-def _checked_config(run: dict) -> tuple[ModelSpec, TransformSpec]:
+def checked_config(run: dict) -> tuple[ModelSpec, TransformSpec]:
     """The model and transform a run's config.json describes, or a RunError saying
     which field is wrong: a hand-edited or damaged config must not surface as a
     KeyError or TypeError from deep inside torchvision."""
@@ -84,7 +89,7 @@ class Predictor:
         self.run = load_run(run_dir)  # RunError for a missing, incomplete or unreadable run
         self.device = pick_device(device)
         self.classes: list[str] = self.run["classes"]
-        model_spec, self.spec = _checked_config(self.run)
+        model_spec, self.spec = checked_config(self.run)
         self.transform = eval_transform(self.spec)
         self.model = load_model(self.run, self.device, model_spec)  # for Grad-CAM, which needs gradients
         self.fast_model = fused_for_inference(self.model)   # for predictions
@@ -123,7 +128,10 @@ def evaluate(run_dir, device: str = "auto", batch_size: int = 64) -> dict:
     """Accuracy, per-class accuracy, confusion matrix and the misclassified files of a run
     on its own validation split (the files recorded in split.json)."""
     p = Predictor(run_dir, device)
-    split = p.run["split"]
+    split = p.run.get("split") or {}
+    if not split.get("root") or not isinstance(split.get("val"), list):
+        where = " (it was imported: they stayed on the machine it was trained on)" if split.get("imported_root") else ""
+        raise RunError(f"run {p.run['name']!r} has no validation images on this machine{where}")
     root = Path(split["root"])
     n = len(p.classes)
     confusion = torch.zeros(n, n, dtype=torch.long)

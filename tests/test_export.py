@@ -114,3 +114,17 @@ def test_metadata_describes_a_hidden_layer_head(ants_bees_run):
     meta = metadata(run)
     assert meta["network"]["hidden"] == 64 and meta["network"]["dropout"] == 0.2
     assert meta["output"].startswith("logits")
+
+
+def test_readme_snippet_classifies_a_photo(ants_bees_run, tmp_path):
+    """The README's ONNX example, copied as a user would, run from an empty folder."""
+    from core.serving.predict import Predictor
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    code = readme.split("## Take the model away", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
+    model = Path((cached_export(ants_bees_run, "onnx") or export_run(ants_bees_run, "onnx"))["path"])
+    (tmp_path / "classify.py").write_text(code.replace('"model.onnx"', json.dumps(str(model))), encoding="utf-8")
+    photo = sorted((Path(Predictor(ants_bees_run).run["split"]["root"]) / "val" / "ants").iterdir())[3]
+    out = subprocess.run([sys.executable, "-I", "classify.py", str(photo)], cwd=tmp_path, capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == Predictor(ants_bees_run).predict(str(photo), 1)[0]["label"]

@@ -12,6 +12,7 @@ fp32 itself cannot promise 1e-3.  Anything else is a failed export, whatever the
 from __future__ import annotations
 
 import itertools
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +25,8 @@ from core.serving.predict import checked_config
 TOLERANCE = 1e-3       # max |logit difference| for an fp32 export
 SYNTHETIC = 32         # inputs used when the validation images are absent
 BATCH = 32
+_kept: dict = {}
+_kept_lock = threading.Lock()
 
 
 def validation_batches(run: dict, max_images: int | None = None, batch: int = BATCH):
@@ -65,16 +68,9 @@ def check_parity(run: dict, model: torch.nn.Module, runner, max_images: int | No
                  tolerance: float = TOLERANCE) -> dict:
     """Compare ``runner`` (float32 NCHW numpy batch -> logits) with ``model`` (eager, eval,
     fp32 on the CPU) on the same inputs."""
-    model = model.eval().to(memory_format=torch.channels_last)  # the fast layout on CPUs; same numbers to ~1e-6
     images, agree, worst, scale = 0, 0, 0.0, 1.0
-    batches = validation_batches(run, max_images)
-    first = next(batches, None)
-    if first is None:
-        source, stream = "random inputs (the run's validation images are not on this machine)", synthetic_batches(run)
-    else:
-        source, stream = "validation images", itertools.chain([first], batches)
-    for x in stream:
-        ref = model(x.contiguous(memory_format=torch.channels_last)).float().numpy()
+    source, pairs = _reference(run, model, max_images)
+    for x, ref in pairs:
         got = np.asarray(runner(x.numpy().astype(np.float32)), dtype=np.float32)
         if got.shape != ref.shape:
             return _report(images, 0, float("inf"), source, tolerance,
@@ -84,6 +80,27 @@ def check_parity(run: dict, model: torch.nn.Module, runner, max_images: int | No
         agree += int((got.argmax(1) == ref.argmax(1)).sum())
         images += len(x)
     return _report(images, agree, worst, source, tolerance * scale)
+
+
+def _reference(run: dict, model: torch.nn.Module, max_images: int | None):
+    """(where the inputs came from, [(batch, PyTorch logits)]).  The last run's pairs are
+    kept: exporting one run to three formats decodes its photos and runs the model once."""
+    weights = Path(run["dir"]) / "weights.safetensors"
+    key = (str(Path(run["dir"]).resolve()), weights.stat().st_mtime_ns if weights.exists() else 0, max_images)
+    with _kept_lock:
+        if _kept.get("key") == key:
+            return _kept["value"]
+    model = model.eval().to(memory_format=torch.channels_last)  # the fast layout on CPUs; same numbers to ~1e-6
+    batches = validation_batches(run, max_images)
+    first = next(batches, None)
+    if first is None:
+        source, stream = "random inputs (the run's validation images are not on this machine)", synthetic_batches(run)
+    else:
+        source, stream = "validation images", itertools.chain([first], batches)
+    pairs = [(x, model(x.contiguous(memory_format=torch.channels_last)).float().numpy()) for x in stream]
+    with _kept_lock:
+        _kept.update(key=key, value=(source, pairs))
+    return source, pairs
 
 
 def _report(images: int, agree: int, worst: float, source: str, tolerance: float, problem: str | None = None) -> dict:

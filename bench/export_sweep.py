@@ -77,6 +77,23 @@ def sweep(archs=ARCHS, formats=("onnx", "torchscript"), work: Path | None = None
     return rows
 
 
+def _sweep_one(args) -> list[dict]:
+    arch, size, kwargs, formats, work = args
+    import torch
+    torch.set_num_threads(1)  # one architecture per core: tracing is mostly single-threaded Python
+    return sweep([(arch, size, kwargs)], formats, work, echo=lambda line: None)
+
+
+def parallel_sweep(archs=ARCHS, formats=("onnx", "torchscript"), work: Path | None = None, workers: int = 2) -> list[dict]:
+    """``sweep`` over ``workers`` processes, the rows in the order of ``archs``."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+    work = Path(work or tempfile.mkdtemp(prefix="export-sweep-"))
+    jobs = [(arch, size, kwargs, tuple(formats), work) for arch, size, kwargs in archs]
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return [row for rows in pool.map(_sweep_one, jobs) for row in rows]
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--archs", default=None, help="comma-separated subset of the sweep's architectures")

@@ -2,7 +2,7 @@
 as if trained there; hostile bundles refused by name with nothing left behind."""
 from __future__ import annotations
 
-import importlib.util
+import sys
 import io
 import json
 import math
@@ -16,9 +16,8 @@ from core.errors import TransferLabError
 from core.runs.bundle import MANIFEST, import_bundle, write_bundle
 from core.runs.store import list_runs
 
-_spec = importlib.util.spec_from_file_location("export_sweep", Path(__file__).resolve().parent.parent / "bench" / "export_sweep.py")
-export_sweep = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(export_sweep)
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))  # importable by name: the sweep's workers re-import it
+import export_sweep  # noqa: E402
 
 
 def test_bundle_round_trip_predicts_the_same(ants_bees, mobilenet_file, tmp_path):

@@ -8,7 +8,7 @@ import streamlit as st
 from core.models.zoo import pretrained_available
 from core.runs.estimates import feature_signature
 from core.training.schedules import FINE_TUNE_RECIPE
-from ui import common, lr_finder, schedule_view
+from ui import common, data_efficiency_view, lr_finder, schedule_view
 from ui import state as S
 from ui.jobs import training_queue
 
@@ -119,6 +119,10 @@ c1.caption(schedule_view.recipe_text(cfg.epochs) if can_transfer else
 sweep = common.experiment(ds)
 c2.caption(lr_finder.plan_text(sweep, queue.estimate(sweep, *counts, kind="lr_find"),
                                feature_signature(sweep) in queue.book.features_done))
+de_job = data_efficiency_view.start(queue, owner, ds, disabled=active is not None or not can_transfer)
+if de_job is not None:
+    S.put(S.JOB_ID, de_job.id)
+    st.rerun()
 
 
 def ordinal(n: int) -> str:
@@ -151,6 +155,9 @@ def show_job(job) -> None:
     if job.active and job.stop_event.is_set():
         st.warning("Stop requested: it takes effect at the end of the batch in progress; what was learned so far "
                    "is kept.", icon=":material/hourglass_top:")
+    if job.kind == "data_efficiency":
+        data_efficiency_view.job_view(job)
+        return
     for run in job.runs:
         if run.status == "error":
             st.error(f"{run.label}: {run.outcome()}")

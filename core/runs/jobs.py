@@ -14,6 +14,10 @@ and no other job notices.  ``run_experiment`` leaves no half-written run on disk
 A job of kind "lr_find" is a learning-rate sweep (``run_lr_find``) instead of runs: it
 waits in the same line (it trains, and would otherwise share the cores), saves nothing,
 and keeps its result dict on the job for the page that asked.
+
+A job of kind "data_efficiency" runs the points of a sweep (``data_efficiency.py``) in
+order, each a saved run on its subset; the sweep's summary is rewritten after each point
+and closed when the job ends, stopped or not.
 """
 from __future__ import annotations
 
@@ -26,9 +30,10 @@ from dataclasses import dataclass, field
 from core.errors import TransferLabError
 from core.runs.estimates import SpeedBook, feature_signature, sweep_iters, sweeps_frozen, uses_frozen_path
 from core.training.experiment import run_experiment, run_lr_find
-from core.runs.jobs_progress import RunProgress, SweepProgress
+from core.runs.jobs_progress import PointProgress, RunProgress, SweepProgress
+from core.training import data_efficiency
 
-KINDS = ("train", "lr_find")
+KINDS = ("train", "lr_find", "data_efficiency")
 
 
 @dataclass
@@ -42,7 +47,8 @@ class Job:
     started: float | None = None
     finished: float | None = None
     stop_event: threading.Event = field(default_factory=threading.Event)
-    kind: str = "train"               # train | lr_find
+    kind: str = "train"               # train | lr_find | data_efficiency
+    sweep: object = None              # data_efficiency: the Sweep whose points ``runs`` follow
 
     @property
     def result(self) -> dict | None:
@@ -88,11 +94,36 @@ class TrainingQueue:
         ``kind="lr_find"`` the one setup to sweep."""
         if kind not in KINDS:
             raise ValueError(f"unknown job kind {kind!r}: use {', '.join(KINDS)}")
+        if kind == "data_efficiency":
+            raise ValueError("a data-efficiency sweep is submitted with submit_sweep")
         if kind == "lr_find":
             progress = [SweepProgress(label, cfg, *counts, iters=sweep_iters(cfg)) for label, cfg, *counts in runs[:1]]
         else:
             progress = [RunProgress(label, cfg, *counts) for label, cfg, *counts in runs]
-        job = Job(uuid.uuid4().hex[:10], owner, title, progress, kind=kind)
+        return self._enqueue(Job(uuid.uuid4().hex[:10], owner, title, progress, kind=kind))
+
+    def submit_sweep(self, owner: str, title: str, sweep) -> Job:
+        """A data-efficiency sweep (``data_efficiency.plan``): one run per point, in order."""
+        return self._enqueue(Job(uuid.uuid4().hex[:10], owner, title, self._point_progress(sweep),
+                                 kind="data_efficiency", sweep=sweep))
+
+    def estimate_sweep(self, sweep) -> float:
+        """Seconds the whole sweep would take if it started now."""
+        cached = set(self.book.features_done)
+        return sum(r.remaining_seconds(self.book, self.device, feature_signature(r.config) in cached)
+                   for r in self._point_progress(sweep))
+
+    @staticmethod
+    def _point_progress(sweep) -> list[PointProgress]:
+        out, frozen_seen = [], False
+        for p in sweep.points:
+            first_frozen = p.arm == "frozen" and not frozen_seen
+            frozen_seen |= p.arm == "frozen"
+            out.append(PointProgress(p.label, p.config, len(sweep.dataset.train) if first_frozen else len(p.train_list),
+                                     len(sweep.dataset.val), features_shared=p.arm == "frozen" and not first_frozen))
+        return out
+
+    def _enqueue(self, job: Job) -> Job:
         with self._cond:
             self.jobs[job.id] = job
             self._waiting.append(job)
@@ -189,7 +220,7 @@ class TrainingQueue:
                 job.finished = time.time()
 
     def _run_job(self, job: Job) -> None:
-        for r in job.runs:
+        for k, r in enumerate(job.runs):
             if job.stop_event.is_set():
                 r.status, r.stop_phase = "stopped", r.stop_phase or ("queued" if r.started is None else r.stop_phase)
                 continue
@@ -198,7 +229,11 @@ class TrainingQueue:
                 if job.kind == "lr_find":
                     self._sweep(r, job.stop_event)
                     continue
-                run_dir, result, _ = self.runner(r.config, [r], stop=job.stop_event)
+                if job.kind == "data_efficiency":
+                    run_dir, result, _ = data_efficiency.run_point(job.sweep, job.sweep.points[k], [r], job.stop_event,
+                                                                   self.runner)
+                else:
+                    run_dir, result, _ = self.runner(r.config, [r], stop=job.stop_event)
                 r.run_dir = str(run_dir) if run_dir else None
                 r.best_val_acc = result.best_val_acc if result.history else None
                 r.stop_phase = result.stop_phase
@@ -214,6 +249,11 @@ class TrainingQueue:
                 r.finished = time.time()
         states = {r.status for r in job.runs}
         job.status = "error" if "error" in states else "stopped" if "stopped" in states else "done"
+        if job.kind == "data_efficiency":
+            try:
+                data_efficiency.finish(job.sweep, "stopped" if job.stop_event.is_set() else job.status)
+            except OSError:
+                pass  # a full disk: the points are saved runs; only the summary's last word is lost
 
     def _sweep(self, r: SweepProgress, stop: threading.Event) -> None:
         """One learning-rate sweep (errors are caught by ``_run_job`` like a run's)."""

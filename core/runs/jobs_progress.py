@@ -264,3 +264,15 @@ class SweepProgress(RunProgress):
         found = f"suggests {r['suggestion']:.1e}" if r.get("suggestion") else "no suggestion (too few steps)"
         how = "stopped" if self.status == "stopped" else "done"
         return f"{how} after {r.get('iters', 0)} steps · {found}"
+
+
+@dataclass
+class PointProgress(RunProgress):
+    """One point of a data-efficiency sweep (a job of kind "data_efficiency"): a run on a
+    subset.  Frozen points read rows of features computed once for the whole training
+    split: the first one pays for them (its ``num_train`` is the whole split until it
+    starts), the later ones are estimated as cached (``features_shared``)."""
+    features_shared: bool = False
+
+    def remaining_seconds(self, book: SpeedBook, device: str, cached: bool) -> float:
+        return super().remaining_seconds(book, device, cached or self.features_shared)

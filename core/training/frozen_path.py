@@ -9,9 +9,18 @@ shared ``FeatureCache``, and reports progress:
   drawn with the seed ``seed * 7919 + v``, so a view computed now equals the same view
   computed in another job (that is what makes sharing exact).
 
+A run on a subset of a training list (the data-efficiency sweep) passes that list as a
+``FeaturePool``: the views are computed and cached for the whole pool, with the pool's
+seed, and the run takes its rows.  Every subset of one pool then shares one feature pass
+(a subset's own file list would be a new key, so a new pass, per subset), and so does a
+plain run on the whole list with that seed.
+
 On a cache hit no image is decoded at all, except the first few validation images: the
 tail on their cached features must reproduce the full model's logits, which checks the
-cut and the cache entry against the model actually being trained.
+cut and the cache entry against the model actually being trained.  A key that passed is
+not checked again in this process (its key holds the body's tensors, the cut and the
+transforms, so the check would repeat itself): the points of a data-efficiency sweep
+then take no image decoding and no full forward pass at all.
 """
 from __future__ import annotations
 
@@ -24,6 +33,25 @@ from core.training import features
 from core.data.batches import BatchSource, Stopped, estimate_bytes, train_batch
 from core.training.feature_cache import FeatureCache, feature_key, files_signature, tensors_digest
 from core.data.transforms import eval_transform
+
+
+_VERIFIED: set[str] = set()  # validation-feature keys whose cut passed the equivalence check
+
+
+@dataclass(frozen=True)
+class FeaturePool:
+    """The training list a run's training samples are drawn from, and the seed its views use."""
+    samples: list
+    seed: int
+
+
+def pool_rows(pool: FeaturePool | None, samples) -> torch.Tensor | None:
+    """Row of each sample in the pool, or None (no pool, or a sample outside it: own features)."""
+    if pool is None:
+        return None
+    index = {(str(p), int(y)): i for i, (p, y) in enumerate(pool.samples)}
+    rows = [index.get((str(p), int(y))) for p, y in samples]
+    return None if None in rows else torch.tensor(rows, dtype=torch.long)
 
 
 @dataclass
@@ -47,11 +75,20 @@ def _body_state(model, tail) -> dict[str, torch.Tensor]:
 
 
 def prepare(model, arch, train_samples, val_samples, spec, cfg, device, autocast, infer_bs: int,
-            cache: FeatureCache | None, emit, stop) -> FrozenFeatures | str:
-    """The frozen features, or the reason the fast path cannot be used (a string)."""
+            cache: FeatureCache | None, emit, stop, pool: FeaturePool | None = None,
+            key_extra: dict | None = None) -> FrozenFeatures | str:
+    """The frozen features, or the reason the fast path cannot be used (a string).
+    ``key_extra`` joins the cache keys (a rank's shard under torchrun: distributed.py)."""
+    rows = pool_rows(pool, train_samples)
+    labels = torch.tensor([y for _, y in train_samples])
+    if rows is not None:  # the views are the pool's, drawn with its seed; rows are taken below
+        train_samples, view_seed = pool.samples, pool.seed
+    else:
+        view_seed = cfg.seed
     entry, tail = features.find_tail(model, arch)
     numeric = {"device": device.type, "amp": cfg.amp, "torch": torch.__version__, "batch": infer_bs}
-    base = {"arch": arch, "entry": features.module_path(model, entry), "spec": spec.to_dict(), **numeric}
+    base = {"arch": arch, "entry": features.module_path(model, entry), "spec": spec.to_dict(), **numeric,
+            **(key_extra or {})}
     if cache is not None:
         base["body"] = tensors_digest(_body_state(model, tail))
     decoded_train = cfg.cache_mb > 0 and estimate_bytes([p for p, _ in train_samples],
@@ -60,7 +97,7 @@ def prepare(model, arch, train_samples, val_samples, spec, cfg, device, autocast
     total = -(-len(val_samples) // infer_bs) + views * -(-len(train_samples) // infer_bs)
     done = [0]
     out = FrozenFeatures(tail, None, torch.tensor([y for _, y in val_samples]), [],  # type: ignore[arg-type]
-                         torch.tensor([y for _, y in train_samples]))
+                         labels)
 
     def on_batch(_k, _n):
         done[0] += 1
@@ -87,11 +124,17 @@ def prepare(model, arch, train_samples, val_samples, spec, cfg, device, autocast
         out.feature_seconds += time.perf_counter() - t
         return x
 
-    out.val_features, hit = cached({"kind": "val", "files": files_signature(val_samples)}, val_features)
+    val_parts = {"kind": "val", "files": files_signature(val_samples)}
+    out.val_features, hit = cached(val_parts, val_features)
     out.hits, out.computed = out.hits + hit, out.computed + (not hit)
-    if not features.verify_tail(model, tail, _first_val_batch(out, val_samples, spec, infer_bs),
+    checked = feature_key(**base, **val_parts) if cache is not None else None
+    if checked in _VERIFIED:
+        pass
+    elif not features.verify_tail(model, tail, _first_val_batch(out, val_samples, spec, infer_bs),
                                 out.val_features[:min(infer_bs, len(val_samples))], device):
         return "frozen fast path failed its equivalence check"
+    elif checked is not None:
+        _VERIFIED.add(checked)
 
     train_source: list[BatchSource] = []  # decoded at most once, only if some view is missing
 
@@ -103,7 +146,7 @@ def prepare(model, arch, train_samples, val_samples, spec, cfg, device, autocast
                                                 progress=decode_progress("training images"), stop=stop))
                 out.decode_seconds += time.perf_counter() - t
             t = time.perf_counter()
-            torch.manual_seed(cfg.seed * 7919 + v)
+            torch.manual_seed(view_seed * 7919 + v)
             x = features.tail_inputs(model, entry, _in_order(train_source[0]), device, autocast, on_batch)
             out.feature_seconds += time.perf_counter() - t
             return x
@@ -111,8 +154,8 @@ def prepare(model, arch, train_samples, val_samples, spec, cfg, device, autocast
 
     train_sig = files_signature(train_samples)
     for v in range(views):
-        x, hit = cached({"kind": "train", "files": train_sig, "seed": cfg.seed, "view": v, "decoded": decoded_train}, view(v))
-        out.train_views.append(x)
+        x, hit = cached({"kind": "train", "files": train_sig, "seed": view_seed, "view": v, "decoded": decoded_train}, view(v))
+        out.train_views.append(x if rows is None else x[rows])
         out.hits, out.computed = out.hits + hit, out.computed + (not hit)
     return out
 

@@ -1,4 +1,4 @@
-"""``python -m core``: train, predict, inspect, runs, bench.
+"""``python -m core``: train, predict, inspect, runs, bench, export, bundle, import-bundle.
 
 Output is a contract other tools rely on: ``train`` ends with one JSON line, ``predict``
 prints one JSON line per image, ``inspect`` and ``runs`` print one JSON object.  Bad
@@ -41,20 +41,31 @@ def _experiment(a):
                      amp=a.amp, fast=not a.no_fast, feature_views=a.feature_views)
     return ExperimentConfig(data=a.data, arch=a.arch, weights=a.weights, freeze=a.freeze, hidden=a.hidden,
                             dropout=a.dropout, val_split=a.val_split, device=a.device, name=getattr(a, "name", None),
+                            sync_bn=a.sync_bn,
                             train=tc)
 
 
 def cmd_train(a) -> int:
+    # Under torchrun every process lands here; distributed.py joins them into one run.
+    from core.training import distributed
+    return distributed.run_command(a.device, lambda ranks: _train(a, ranks))
+
+
+def _train(a, ranks) -> int:
     from core.training.experiment import run_experiment
     cfg = _experiment(a)
-    run_dir, result, seconds = run_experiment(cfg, [EpochPrinter()], runs_dir=a.runs_dir)
+    run_dir, result, seconds = run_experiment(cfg, [EpochPrinter()] if ranks.is_main else [], runs_dir=a.runs_dir,
+                                              ranks=ranks)
+    if not ranks.is_main:
+        return 0  # rank 0 alone prints: the output contract holds under torchrun
     from core.runs.store import load_run
     summary = load_run(run_dir)["summary"] if run_dir else {}
     print(json.dumps({"run_dir": str(run_dir) if run_dir else None, "best_val_acc": result.best_val_acc,
                       "best_epoch": result.best_epoch, "epochs": len(result.history), "seconds": round(seconds, 3),
                       "num_train": summary.get("num_train"), "num_val": summary.get("num_val"),
-                      "skipped": summary.get("skipped"), "device": cfg.device if cfg.device != "auto" else
-                      _device_name(), "path": result.path, "stopped": result.stopped}))
+                      "skipped": summary.get("skipped"), "device": str(ranks.device) if ranks.active else
+                      cfg.device if cfg.device != "auto" else _device_name(), "path": result.path,
+                      "stopped": result.stopped}))
     return 0
 
 
@@ -101,6 +112,39 @@ def cmd_lr_find(a) -> int:
     return 0
 
 
+def cmd_data_efficiency(a) -> int:
+    """Best val accuracy against images per class, per arm: progress on stderr, one JSON line."""
+    import time
+    from core.data.datasets import scan_dataset
+    from core.training import data_efficiency as de
+    ns, arms = de.parse_ns(a.ns), de.parse_arms(a.arms)
+    cfg = _experiment(a)
+    sweep = de.plan(cfg, scan_dataset(cfg.data, cfg.val_split, cfg.train.seed), ns, a.seeds, arms, a.runs_dir,
+                    repeat=not a.no_repeat)
+    print(f"data-efficiency sweep {sweep.id}: {len(sweep.points)} runs ({', '.join(arms)}; n per class "
+          f"{', '.join(map(str, sweep.ns))}; seeds {sweep.seeds})", file=sys.stderr, flush=True)
+    t0 = time.perf_counter()
+    de.run_sweep(sweep, lambda p: [_PointPrinter(p, t0)])
+    out = {"sweep": sweep.id, "summary": str(sweep.path), "status": sweep.status, "seconds": round(time.perf_counter() - t0, 3),
+           "table": de.table(sweep.summary()), "ns": sweep.ns, "seeds": sweep.seeds, "dropped_ns": sweep.dropped_ns,
+           "arm_seconds": {arm: round(sum(p.seconds for p in sweep.points if p.arm == arm), 3) for arm in arms},
+           "feature_pass_seconds": round(sum(p.prep_seconds for p in sweep.points if p.arm == "frozen" and not p.feature_hits), 3),
+           "runs": [p.run for p in sweep.points if p.run]}
+    print(json.dumps(out))
+    return 0 if sweep.status == "done" else 1
+
+
+class _PointPrinter:
+    def __init__(self, point, t0):
+        self.point, self.t0 = point, t0
+
+    def on_run_end(self, result):
+        import time
+        acc = f"best val {result.best_val_acc:.3f} (epoch {result.best_epoch})" if result.history else "nothing trained"
+        print(f"{self.point.label}: {acc}, {len(self.point.samples)} images x{self.point.repeats}, {result.seconds:.1f}s "
+              f"({time.strftime('%H:%M:%S')})", file=sys.stderr, flush=True)
+
+
 def cmd_runs(a) -> int:
     from core.runs.store import list_runs
     rows = [{"run_dir": r["dir"], "name": r["name"], "arch": r["config"].get("arch"), "weights": r["config"].get("weights"),
@@ -133,6 +177,16 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--end", type=float, default=10.0)
     f.add_argument("--iters", type=int, default=100, help="optimiser steps in the sweep")
     f.set_defaults(fn=cmd_lr_find)
+
+    d = sub.add_parser("data-efficiency", help="best val accuracy against images per class: pretrained frozen vs scratch")
+    _experiment_arguments(d)  # the base setup; each arm sets its own weights and freeze (data_efficiency.py)
+    d.add_argument("--ns", default="2,5,10,20,50,all", help="images per class, comma-separated ('all': the whole split)")
+    d.add_argument("--seeds", type=int, default=2, help="subsets (and initialisations) per n")
+    d.add_argument("--arms", default="frozen,scratch", help="frozen, scratch, fine_tune (comma-separated)")
+    d.add_argument("--no-repeat", action="store_true", help="epochs over the subset alone (default: the subset repeated "
+                                                            "to the whole split's size, same steps per point)")
+    d.add_argument("--runs-dir", default=str(DEFAULT_RUNS_DIR))
+    d.set_defaults(fn=cmd_data_efficiency, epochs=5)
     return _other_commands(ap, sub)
 
 
@@ -170,6 +224,8 @@ def _experiment_arguments(t) -> None:
     t.add_argument("--amp", choices=["auto", "on", "off"], default="auto")
     t.add_argument("--feature-views", type=int, default=1, help="augmented views cached per image (frozen fast path)")
     t.add_argument("--no-fast", action="store_true", help="disable the fast paths (same results, slower)")
+    t.add_argument("--sync-bn", action="store_true",
+                   help="under torchrun on GPUs: BatchNorm statistics over the global batch (SyncBatchNorm)")
 
 
 def _other_commands(ap, sub) -> argparse.ArgumentParser:
@@ -193,6 +249,9 @@ def _other_commands(ap, sub) -> argparse.ArgumentParser:
     r = sub.add_parser("runs", help="list saved runs")
     r.add_argument("--runs-dir", default=str(DEFAULT_RUNS_DIR))
     r.set_defaults(fn=cmd_runs)
+
+    from core.serving.export_cli import add_export_commands
+    add_export_commands(sub, str(DEFAULT_RUNS_DIR))
 
     b = sub.add_parser("bench", help="benchmark the trainer against the PyTorch tutorial loop")
     from core.bench import add_arguments

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 
 import torch
 
@@ -40,8 +41,10 @@ def inference_batch_size(device: torch.device) -> int:
 
 
 def configure_threads() -> None:
-    """One intra-op thread per core we may use; more only thrashes a small machine."""
-    torch.set_num_threads(max(1, workers()))
+    """One intra-op thread per core we may use, the cores shared out among the processes
+    torchrun started on this machine (LOCAL_WORLD_SIZE); more only thrashes a small machine."""
+    processes = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1))
+    torch.set_num_threads(max(1, workers() // processes))
 
 
 def amp_context(device: torch.device, amp: str = "auto"):

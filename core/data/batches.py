@@ -120,11 +120,14 @@ class BatchSource:
 
     ``train=True`` shuffles and augments; ``train=False`` gives the evaluation view in
     order.  Randomness comes from torch's global RNG, which the trainer seeds per epoch.
+    A ``sampler`` (torchrun: a ``DistributedSampler``, its epoch set by the trainer)
+    replaces the shuffle: this process's share of the epoch, in its order.
     """
 
     def __init__(self, samples, spec: TransformSpec, train: bool, batch_size: int, cache_mb: int = DEFAULT_CACHE_MB,
-                 pin_memory: bool = False, progress=None, stop=None):
+                 pin_memory: bool = False, progress=None, stop=None, sampler=None):
         self.samples, self.spec, self.train, self.batch_size = samples, spec, train, batch_size
+        self.sampler = sampler
         # Training crops are taken from a presized copy: twice the crop, never upscaled, so
         # RandomResizedCrop sees (nearly) the detail of the original photo.
         short = spec.resize_size if not train else max(spec.resize_size, 2 * spec.crop_size)
@@ -136,19 +139,22 @@ class BatchSource:
             self.cache_reason = f"over the decoded-cache cap of {cache_mb} MB" if cache_mb > 0 else "cache disabled"
             tf = train_transform(spec) if train else eval_transform(spec)
             n = min(4, workers())
-            self.loader = DataLoader(_PILSamples(samples, tf), batch_size=batch_size, shuffle=train, num_workers=n,
-                                     persistent_workers=n > 0, pin_memory=pin_memory)
+            self.loader = DataLoader(_PILSamples(samples, tf), batch_size=batch_size, shuffle=train and sampler is None,
+                                     sampler=sampler, num_workers=n, persistent_workers=n > 0, pin_memory=pin_memory)
 
     def __len__(self) -> int:
-        return math.ceil(len(self.samples) / self.batch_size)
+        return math.ceil(len(self.sampler if self.sampler is not None else self.samples) / self.batch_size)
 
     def __iter__(self):
         if self.cache is None:
             yield from self.loader
             return
         n = len(self.cache)
-        order = torch.randperm(n) if self.train else torch.arange(n)
+        if self.sampler is not None:
+            order = torch.tensor(list(self.sampler))
+        else:
+            order = torch.randperm(n) if self.train else torch.arange(n)
         make = train_batch if self.train else eval_batch
-        for start in range(0, n, self.batch_size):
+        for start in range(0, len(order), self.batch_size):
             idx = order[start:start + self.batch_size].tolist()
             yield make([self.cache.images[i] for i in idx], self.spec), self.cache.labels[idx]

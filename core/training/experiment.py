@@ -14,6 +14,7 @@ from core.data.datasets import Dataset, scan_dataset
 from core.device import configure_threads, device_label, pick_device
 from core.runs.store import RunWriter
 from core.models.surgery import freeze, summarize
+from core.training import distributed
 from core.training.schedules import describe
 from core.training.trainer import TrainConfig, Trainer
 from core.models.zoo import build_model
@@ -31,6 +32,8 @@ class ExperimentConfig:
     device: str = "auto"
     name: str | None = None
     train: TrainConfig = field(default_factory=TrainConfig)
+    sync_bn: bool = False             # under torchrun on GPUs: BatchNorm statistics over the global batch
+    sweep: dict | None = None         # a data-efficiency point: {"id", "arm", "n", "seed"} (data_efficiency.py)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -48,41 +51,51 @@ def prepare_model(cfg: ExperimentConfig, num_classes: int, progress=None):
 
 
 def run_experiment(cfg: ExperimentConfig, listeners=(), runs_dir=None, dataset: Dataset | None = None,
-                   on_trainer=None, progress=None, stop=None) -> tuple[Path | None, object, float]:
+                   on_trainer=None, progress=None, stop=None,
+                   ranks: distributed.Ranks | None = None) -> tuple[Path | None, object, float]:
     """Train and save.  Returns (run folder or None if stopped before one epoch, result,
     wall seconds from reading the dataset to the saved run).  ``on_trainer(trainer)``
     receives the trainer before it starts; ``stop`` (a ``threading.Event``) ends the run
-    between batches in any phase."""
+    between batches in any phase.  Under torchrun ``ranks`` says which process this is:
+    all train, rank 0 alone writes the run (and gets its folder back)."""
     t0 = time.perf_counter()
+    ranks = ranks or distributed.SINGLE
     configure_threads()
-    device = pick_device(cfg.device)
-    if dataset is None:
-        dataset = scan_dataset(cfg.data, cfg.val_split, cfg.train.seed)
-    built = prepare_model(cfg, len(dataset.classes), progress)
+    device = ranks.device if ranks.device is not None else pick_device(cfg.device)
+
+    def setup():
+        data = dataset if dataset is not None else scan_dataset(cfg.data, cfg.val_split, cfg.train.seed)
+        built = prepare_model(cfg, len(data.classes), progress)
+        if cfg.sync_bn:
+            ranks.sync_batchnorm(built.model)  # in place: BatchNorm layers become SyncBatchNorm
+        return data, built
+    dataset, built = ranks.agreed(setup)  # a bad input on any rank: one error line, from rank 0
     summary = summarize(built.model, cfg.arch)
     config = {**cfg.to_dict(), "data": str(dataset.root), "model": built.spec.to_dict(),
               "transform": built.transform.to_dict(), "weights_loaded": built.weights,
               "device": str(device), "device_label": device_label(device),
               "trainable_params": summary["trainable_params"], "total_params": summary["total_params"],
-              "schedule_text": describe(cfg.train, cfg.freeze)}
+              "schedule_text": describe(cfg.train, cfg.freeze), "processes": ranks.world}
     root = dataset.root
     split = {"root": str(root), "layout": dataset.layout,
              "train": [[str(Path(p).relative_to(root)), y] for p, y in dataset.train],
              "val": [[str(Path(p).relative_to(root)), y] for p, y in dataset.val]}
     writer = RunWriter(runs_dir or paths.DEFAULT_RUNS_DIR, cfg.name or cfg.default_name(), config, dataset.classes, split,
                        built.load_report.to_dict() if built.load_report else None,
-                       [{"path": p, "reason": r} for p, r in dataset.skipped])
+                       [{"path": p, "reason": r} for p, r in dataset.skipped]) if ranks.is_main else None
+    ranks.share_run_folder(writer.partial if writer else None)  # a survivor removes it if rank 0 dies
     trainer = Trainer(built.model, cfg.arch, dataset.train, dataset.val, built.transform, cfg.train, device,
-                      [writer, *listeners], stop=stop, freeze=cfg.freeze)
+                      [writer, *listeners] if writer else list(listeners), stop=stop, freeze=cfg.freeze, ranks=ranks)
     if on_trainer:
         on_trainer(trainer)
     try:
         result = trainer.fit()
     except BaseException:
-        writer.abandon()  # a crash leaves no half run behind, not even in .partial/
+        if writer:
+            writer.abandon()  # a crash leaves no half run behind, not even in .partial/
         raise
     seconds = time.perf_counter() - t0
-    if result.best_state is None:
+    if writer is None or result.best_state is None:
         return None, result, seconds
     writer.finish(seconds=seconds, num_train=len(dataset.train), num_val=len(dataset.val), skipped=len(dataset.skipped))
     return writer.final, result, seconds
@@ -93,6 +106,8 @@ def run_lr_find(cfg: ExperimentConfig, listeners=(), dataset: Dataset | None = N
     """The learning-rate finder on the model and data ``cfg`` describes (nothing is saved):
     the curve, a suggested rate and how it was chosen (``lr_finder.py``)."""
     from core.training.lr_finder import find_lr
+    if distributed.from_env().active:
+        raise ValueError("lr-find runs in one process: start it with python -m core, not torchrun")
     configure_threads()
     device = pick_device(cfg.device)
     if dataset is None:

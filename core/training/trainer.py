@@ -29,7 +29,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 from torch import nn
 
-from core.training import features, frozen_path, micro_batch, schedules
+from core.training import distributed, features, frozen_path, micro_batch, schedules
 from core.models.inference import fused_for_inference
 from core.device import amp_context, inference_batch_size, needs_grad_scaler
 from core.data.batches import DEFAULT_CACHE_MB, BatchSource, Stopped
@@ -96,8 +96,11 @@ def compute_loss(out, y, criterion) -> tuple[torch.Tensor, torch.Tensor]:
 class Trainer:
     def __init__(self, model: nn.Module, arch: str, train_samples, val_samples, spec: TransformSpec,
                  cfg: TrainConfig, device: torch.device, listeners=(), stop: threading.Event | None = None,
-                 feature_cache=None, freeze=None):
+                 feature_cache=None, freeze=None, ranks: distributed.Ranks | None = None):
         self.model, self.arch, self.spec, self.cfg, self.device = model, arch, spec, cfg, device
+        # Under torchrun: this process's rank (distributed.py); SINGLE makes every hook a no-op.
+        self.ranks = ranks or distributed.SINGLE
+        self.ddp, self.train_sampler = None, None  # plain path: the DDP wrapper, the epoch's shard
         self.train_samples, self.val_samples = train_samples, val_samples
         self.listeners = list(listeners)
         self.base_freeze = freeze if freeze is not None else "none"  # the experiment's strategy (for the schedule)
@@ -110,6 +113,7 @@ class Trainer:
             from core.training.feature_cache import default_cache
             feature_cache = default_cache()
         self.feature_cache = feature_cache if cfg.feature_cache else None
+        self.feature_pool = None  # frozen_path.FeaturePool: a subset's features are rows of these (data_efficiency.py)
 
     # ---- events ----------------------------------------------------------------------
     def emit(self, event: str, payload) -> None:
@@ -177,7 +181,10 @@ class Trainer:
     def _epoch(self, epoch, phase, step, opt, sched, per_step, criterion, result) -> bool:
         """One epoch: train, validate, record.  False when a stop request ended it."""
         te = time.perf_counter()
-        torch.manual_seed(self.cfg.seed * 100_003 + epoch)  # augmentations, shuffles, dropout
+        # Augmentations, shuffles, dropout (under torchrun: per rank on the plain path, see distributed.py).
+        torch.manual_seed(self.cfg.seed * 100_003 + epoch + self.ranks.seed_offset(self.path))
+        if self.train_sampler is not None:
+            self.train_sampler.set_epoch(epoch)  # a new shuffle, the same on every rank
         lr = opt.param_groups[-1]["lr"]  # the head's rate as the epoch starts
         train_loss, train_acc, seen = step(epoch, opt, criterion, per_step)
         if seen == 0:  # stopped before the first batch of this epoch
@@ -229,12 +236,18 @@ class Trainer:
         self.infer_bs = inference_batch_size(self.device)
         self.val_features = None
         if blocker is None:
-            got = frozen_path.prepare(self.model, self.arch, self.train_samples, self.val_samples, self.spec, cfg,
-                                      self.device, self.autocast, self.infer_bs, self.feature_cache, self.emit, self._stop)
+            if self.ranks.active:  # each rank runs the body over its shard; features gathered
+                got = distributed.prepare_frozen(self.ranks, self.model, self.arch, self.train_samples, self.val_samples,
+                                                 self.spec, cfg, self.device, self.autocast, self.infer_bs,
+                                                 self.feature_cache, self.emit, self._stop)
+            else:
+                got = frozen_path.prepare(self.model, self.arch, self.train_samples, self.val_samples, self.spec, cfg,
+                                          self.device, self.autocast, self.infer_bs, self.feature_cache, self.emit,
+                                          self._stop, pool=self.feature_pool)
             if isinstance(got, str):
                 blocker = got
             else:
-                self.frozen, self.path, self.micro = got, "frozen-features", 0
+                self.frozen, self.path, self.micro, self.ddp = got, "frozen-features", 0, None
                 self.tail, self.val_features, self.val_labels = got.tail, got.val_features, got.val_labels
                 if got.val_source is not None:
                     self.val_source = got.val_source
@@ -250,26 +263,33 @@ class Trainer:
 
         def decoded(what):
             return lambda d, n: self.emit("on_progress", {"phase": "decode", "what": what, "done": d, "total": n})
-        if self.val_source is None:
-            self.val_source = BatchSource(self.val_samples, self.spec, False, self.infer_bs, cache_mb, pin,
-                                          progress=decoded("validation images"), stop=self._stop)
+        if self.val_source is None:  # under torchrun: this rank's shard
+            self.val_source = BatchSource(self.ranks.shard(self.val_samples), self.spec, False, self.infer_bs, cache_mb,
+                                          pin, progress=decoded("validation images"), stop=self._stop)
         if self.train_source is None:
-            self.train_source = BatchSource(self.train_samples, self.spec, True, cfg.batch_size, cache_mb, pin,
-                                            progress=decoded("training images"), stop=self._stop)
+            self.train_sampler = self.ranks.train_sampler(len(self.train_samples), cfg.seed)
+            self.train_source = BatchSource(self.train_samples, self.spec, True, self.ranks.local_batch(cfg.batch_size),
+                                            cache_mb, pin, progress=decoded("training images"), stop=self._stop,
+                                            sampler=self.train_sampler)
         self.path = "plain"
-        self.micro = self._micro_batch()
+        self.micro = self.ranks.from_main(self._micro_batch)  # measured once, the same slices on every rank
+        self.ddp = None
+        self.ddp = self.ranks.wrap(self.model)  # what this phase trains
         result.micro_batch = self.micro
         return self._plain_epoch
 
     def _micro_batch(self) -> int:
+        batch = self.ranks.local_batch(self.cfg.batch_size)
         if self.cfg.micro_batch > 0:
-            return min(self.cfg.micro_batch, self.cfg.batch_size)
+            return min(self.cfg.micro_batch, batch)
         num_classes = 1 + max(y for _, y in self.train_samples)
-        micro, _ = micro_batch.choose(self.model, self.device, self.cfg.batch_size, self.spec.crop_size, num_classes,
+        micro, _ = micro_batch.choose(self.model, self.device, batch, self.spec.crop_size, num_classes,
                                       self.autocast, self.cfg.amp == "on")
         return micro
 
     def _batches_per_epoch(self) -> int:
+        if self.path == "plain":  # per rank: its padded shard in local batches (one rank: all, in whole ones)
+            return -(-self.ranks.shard_len(len(self.train_samples)) // self.ranks.local_batch(self.cfg.batch_size))
         return -(-len(self.train_samples) // self.cfg.batch_size)
 
     def _backward(self, loss) -> None:
@@ -299,10 +319,10 @@ class Trainer:
             batch_loss = 0.0
             for s in range(0, n, size):
                 ys = y[s:s + size]
-                with self.autocast():
+                with self.ranks.no_sync(self.ddp, last=s + size >= n), self.autocast():
                     loss, logits = compute_loss(forward(x[s:s + size]), ys, criterion)
-                # Mean over the slice, weighted by its share: the batch's mean loss and gradient.
-                self._backward(loss * (ys.shape[0] / n) if size < n else loss)
+                    # Mean over the slice, weighted by its share: the batch's mean loss and gradient.
+                    self._backward(loss * (ys.shape[0] / n) if size < n else loss)
                 batch_loss += loss.item() * ys.shape[0]
                 correct += (logits.argmax(1) == ys).sum().item()
             self._step(opt)
@@ -311,13 +331,17 @@ class Trainer:
             total_loss += batch_loss
             seen += n
             self.emit("on_batch_end", {"epoch": epoch, "batch": b + 1, "batches": n_batches, "loss": batch_loss / n})
+        if self.path == "plain":  # ranks trained on different shards: sums over all of them
+            total_loss, correct, seen = self.ranks.sum(total_loss, correct, seen)
+            seen = int(seen)
         return (total_loss / max(seen, 1), correct / max(seen, 1), seen)
 
     def _plain_epoch(self, epoch, opt, criterion, per_step=None):
         self._train_mode()
+        net = self.model if self.ddp is None else self.ddp  # DDP under torchrun: gradients averaged over ranks
 
         def forward(x):
-            return self.model(x.to(self.device, non_blocking=True).contiguous(memory_format=torch.channels_last))
+            return net(x.to(self.device, non_blocking=True).contiguous(memory_format=torch.channels_last))
         return self._run_batches(epoch, self.train_source, forward, opt, criterion, per_step, self.micro)
 
     @torch.inference_mode()
@@ -345,6 +369,8 @@ class Trainer:
                 self.emit("on_progress", {"phase": "val", "epoch": epoch, "done": k + 1, "total": total})
         finally:
             self._train_mode()
+        if self.val_features is None:  # plain path: each rank validated its shard
+            total_loss, correct, n = self.ranks.sum(total_loss, correct, n)
         return total_loss / max(n, 1), correct / max(n, 1)
 
     # ---- frozen fast path (prepared by frozen_path.py) ----------------------------------

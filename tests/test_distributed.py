@@ -1,0 +1,225 @@
+"""``torchrun --nproc_per_node=2 -m core train`` on CPU (gloo), on the real ants/bees photos:
+one run folder, the single-process accuracy at the same global batch and seed, one JSON
+line, no rank left running; and a rank killed mid-epoch ends the others with one line
+and no half run.  Everything else of distributed.py runs without a process group."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from core.training import distributed
+
+ROOT = Path(__file__).resolve().parent.parent
+GLOBAL_BATCH = "32"
+FINE_TUNE = ["--freeze", "5", "--schedule", "fine_tune", "--epochs", "2", "--lr", "0.03", "--unfreeze-div", "5"]
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory) -> Path:
+    """One feature cache for the module: the fine-tune runs' head-only epoch reuses the
+    frozen runs' features (one process: the same key; two: each rank's shard key)."""
+    return tmp_path_factory.mktemp("data")
+
+
+def _env(data: Path) -> dict:
+    return {**os.environ, "TRANSFERLAB_OFFLINE": "1", "PYTHONPATH": str(ROOT), "TRANSFERLAB_DATA": str(data)}
+
+
+def _torchrun(nproc: int) -> list[str]:
+    exe = shutil.which("torchrun")
+    return [*([exe] if exe else [sys.executable, "-m", "torch.distributed.run"]),
+            "--standalone", f"--nproc_per_node={nproc}", "-m", "core"]
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                if int((d / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                    out.append(int(d.name))
+            except (OSError, IndexError, ValueError):
+                pass
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return (Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]) != "Z"
+    except OSError:
+        return False
+
+
+class Launch:
+    """A torchrun (or plain CLI) process, its output read as it comes, its workers recorded."""
+
+    def __init__(self, cmd: list[str], env: dict):
+        self.t0 = time.perf_counter()
+        self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.out: list[str] = []
+        self.err: list[str] = []
+        self.workers: set[int] = set()
+        self._readers = [threading.Thread(target=self._read, args=(s, b), daemon=True)
+                         for s, b in ((self.proc.stdout, self.out), (self.proc.stderr, self.err))]
+        for t in self._readers:
+            t.start()
+        threading.Thread(target=self._watch, daemon=True).start()
+
+    def _read(self, stream, buf):
+        for line in stream:
+            buf.append(line.rstrip("\n"))
+
+    def _watch(self):
+        while self.proc.poll() is None:
+            self.workers.update(_children(self.proc.pid))
+            time.sleep(0.2)
+
+    def wait(self, timeout: float) -> int:
+        rc = self.proc.wait(timeout=timeout)
+        self.seconds = time.perf_counter() - self.t0
+        for t in self._readers:
+            t.join(5)
+        return rc
+
+    def rank_pid(self, rank: int) -> int:
+        for pid in _children(self.proc.pid):
+            try:
+                env = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if f"RANK={rank}".encode() in env:
+                return pid
+        raise AssertionError(f"no worker with RANK={rank} under torchrun {self.proc.pid}")
+
+
+def _train(cmd_head: list[str], data, runs: Path, extra: list[str], data_dir: Path) -> tuple[dict, Launch]:
+    run = Launch([*cmd_head, "train", str(data), "--batch-size", GLOBAL_BATCH, "--seed", "0", "--runs-dir", str(runs),
+                  *extra], _env(data_dir))
+    rc = run.wait(timeout=600)
+    assert rc == 0, "\n".join(run.out + run.err)
+    return json.loads(run.out[-1]), run
+
+
+def _compare(ants_bees, tmp_path, data_dir, extra: list[str], epochs: int) -> None:
+    single, one = _train([sys.executable, "-m", "core"], ants_bees, tmp_path / "runs1", extra, data_dir)
+    summary, two = _train(_torchrun(2), ants_bees, tmp_path / "runs2", extra, data_dir)
+    last = [json.loads((Path(s["run_dir"]) / "history.json").read_text())[-1]["val_acc"] for s in (single, summary)]
+    print(f"\nwall seconds: 1 process {one.seconds:.1f}, 2 processes {two.seconds:.1f}; best val acc "
+          f"{single['best_val_acc']:.3f} vs {summary['best_val_acc']:.3f}, last epoch {last[0]:.3f} vs {last[1]:.3f}")
+    # One run, finished, nothing left half-written; rank 0 alone printed.
+    assert [p.name for p in (tmp_path / "runs2").iterdir() if not p.name.startswith(".")] == [Path(summary["run_dir"]).name]
+    assert not any((tmp_path / "runs2" / ".partial").iterdir())
+    assert sum(line.startswith("{") for line in two.out) == 1 and two.out[-1].startswith("{")
+    assert sum(line.startswith("training on") for line in two.out) == 1
+    assert [line.split()[1] for line in two.out if line.startswith("epoch")] == [str(e) for e in range(1, epochs + 1)]
+    assert summary["num_train"] == 245 and summary["num_val"] == 153 and summary["epochs"] == epochs
+    assert json.loads((Path(summary["run_dir"]) / "config.json").read_text())["processes"] == 2
+    assert abs(summary["best_val_acc"] - single["best_val_acc"]) <= 0.02
+    assert last[1] >= 0.9  # the last epoch (under DDP in fine-tune mode) trained, not wrecked, the model
+    assert len(two.workers) >= 2 and not any(_alive(p) for p in two.workers)
+
+
+@pytest.mark.slow
+def test_torchrun_frozen_matches_one_process(ants_bees, mobilenet_file, tmp_path, data_dir):
+    _compare(ants_bees, tmp_path, data_dir, ["--epochs", "3"], 3)
+
+
+@pytest.mark.slow
+def test_torchrun_fine_tune_matches_one_process(ants_bees, mobilenet_file, tmp_path, data_dir):
+    # The last four stages and the head train after one head-only epoch (--freeze 5 keeps
+    # the first five frozen): the plain path under DDP, at half the backward cost.
+    _compare(ants_bees, tmp_path, data_dir, FINE_TUNE, 2)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("victim", [1, 0, "torchrun"])
+def test_a_killed_rank_or_a_stop_ends_every_rank_with_one_line_and_no_run(ants_bees, mobilenet_file, tmp_path, data_dir,
+                                                                          victim):
+    """SIGKILL to one worker (no chance to clean up), or SIGTERM to torchrun (a stop, which
+    torchrun forwards): the others end, one line says why, no run is left, not even partial."""
+    runs = tmp_path / "runs"
+    run = Launch([*_torchrun(2), "train", str(ants_bees), "--freeze", "5", "--epochs", "2", "--runs-dir", str(runs)],
+                 _env(data_dir))
+    end = time.time() + 300
+    while not any(line.startswith("training on") for line in run.out):  # epoch 1 is under way
+        assert run.proc.poll() is None and time.time() < end, "\n".join(run.out + run.err)
+        time.sleep(0.2)
+    time.sleep(1.0)
+    if victim == "torchrun":
+        os.kill(run.proc.pid, signal.SIGTERM)
+        expected = "error: interrupted"  # what Ctrl-C says in one process: nothing kept
+    else:
+        pid = run.rank_pid(victim)
+        os.kill(pid, signal.SIGKILL)
+        expected = f"error: rank {victim} of 2 (pid {pid}) ended unexpectedly; all ranks stopped and no run was saved"
+    rc = run.wait(timeout=90)
+    assert rc != 0
+    assert [line for line in run.err if line.startswith("error:")] == [expected], "\n".join(run.err)
+    # No traceback from a worker (torchrun prints its own failure report; no frame of ours in it).
+    assert not [line for line in run.err if line.strip().startswith("File ") and str(ROOT / "core") in line]
+    assert not any(line.startswith("{") for line in run.out)
+    assert not [p for p in runs.iterdir() if not p.name.startswith(".")]
+    assert not any((runs / ".partial").iterdir())  # rank 0 abandoned it, or a survivor removed it
+    assert not any(_alive(p) for p in run.workers)
+
+
+# ---- without a process group --------------------------------------------------------------
+def test_single_process_hooks_are_no_ops():
+    r = distributed.SINGLE
+    assert not r.active and r.is_main and r.local_batch(32) == 32 and r.shard_len(245) == 245
+    assert r.shard([1, 2, 3]) == [1, 2, 3] and r.train_sampler(10, 0) is None and r.seed_offset("plain") == 0
+    assert r.sum(1.5, 2) == [1.5, 2] and r.from_main(lambda: 7) == 7
+    model = torch.nn.Linear(2, 2)
+    assert r.wrap(model) is model and r.sync_batchnorm(model) is model
+
+
+def test_shards_cover_every_item_once_and_the_global_batch_is_split():
+    n, world = 153, 2
+    ranks = [distributed.Ranks(rank=k, world=world) for k in range(world)]
+    shards = [r.shard(list(range(n))) for r in ranks]
+    assert sorted(sum(shards, [])) == list(range(n))  # validation: no padding, nothing twice
+    assert [r.local_batch(32) for r in ranks] == [16, 16] and ranks[0].local_batch(33) == 17
+    samplers = [r.train_sampler(245, seed=0) for r in ranks]
+    for s in samplers:
+        s.set_epoch(3)
+    got = [list(s) for s in samplers]
+    assert len(got[0]) == len(got[1]) == ranks[0].shard_len(245) == 123  # equal steps on every rank
+    assert set(got[0]) | set(got[1]) == set(range(245))
+
+
+def test_torchrun_environment_is_read(monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    monkeypatch.setenv("RANK", "3")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    r = distributed.from_env()
+    assert (r.rank, r.world, r.local_rank, r.is_main, r.active) == (3, 4, 1, False, True)
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    assert not distributed.from_env().active
+
+
+def test_threads_are_shared_out_among_local_processes(monkeypatch):
+    from core.data.batches import workers
+    from core.device import configure_threads
+    before = torch.get_num_threads()
+    try:
+        monkeypatch.setenv("LOCAL_WORLD_SIZE", str(workers()))
+        configure_threads()
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_sync_batchnorm_is_refused_on_cpu_with_a_reason():
+    r = distributed.Ranks(rank=0, world=2, device=torch.device("cpu"))
+    with pytest.raises(distributed.TransferLabError, match="needs CUDA"):
+        r.sync_batchnorm(torch.nn.BatchNorm2d(3))

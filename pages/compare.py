@@ -4,14 +4,16 @@ from pathlib import Path
 import plotly.express as px
 import streamlit as st
 
-from core.runs.store import WEIGHTS, delete_run
-from ui import common, schedule_view
+from core.runs.store import delete_run
+from ui import common, data_efficiency_view, export_view, schedule_view
 from ui import state as S
 
 S.init_state()  # idempotent: a page works opened directly, not only through app.py
 
 st.title("Compare runs")
+export_view.import_section(expanded=not common.runs())  # reachable before the first run: a bundle is a run
 all_runs = common.require_runs("No finished runs yet. Train one on the Train page.")
+all_runs = data_efficiency_view.section(all_runs)  # the sweep plot, if any; a sweep's point runs leave the list
 by_dir = {r["dir"]: r for r in all_runs}
 kept = [d for d in st.session_state[S.SELECTED_RUNS] if d in by_dir]
 if kept != st.session_state[S.SELECTED_RUNS] or not kept:
@@ -78,10 +80,9 @@ if ev:
         cols[k % 4].image(r["path"], caption=f"{mark} pred {r['pred']} ({r['prob']:.0%}) · true {r['true']}", width="stretch")
 
 st.divider()
-c1, c2 = st.columns(2)
-c1.download_button("Download weights (.safetensors)", icon=":material/download:", data=Path(focus, WEIGHTS).read_bytes(),
-                   file_name=f"{run['name']}.safetensors", mime="application/octet-stream")
-with c2.popover("Delete this run", icon=":material/delete:"):
+export_view.section(focus, run["name"], key="compare")
+st.divider()
+with st.popover("Delete this run", icon=":material/delete:"):
     st.write(f"Delete **{run['name']}** and its weights from disk?")
     if st.button("Delete", type="primary"):
         delete_run(focus)

@@ -4,6 +4,7 @@ from pathlib import Path
 import plotly.express as px
 import streamlit as st
 
+from core.errors import RunError
 from core.runs.store import delete_run
 from ui import common, data_efficiency_view, export_view, schedule_view
 from ui import state as S
@@ -15,7 +16,8 @@ export_view.import_section(expanded=not common.runs())  # reachable before the f
 all_runs = common.require_runs("No finished runs yet. Train one on the Train page.")
 all_runs = data_efficiency_view.section(all_runs)  # the sweep plot, if any; a sweep's point runs leave the list
 by_dir = {r["dir"]: r for r in all_runs}
-kept = [d for d in st.session_state[S.SELECTED_RUNS] if d in by_dir]
+fresh = common.new_runs_of_this_tab(by_dir, "_compare_seen")  # trained here since the last visit: shown first
+kept = fresh + [d for d in st.session_state[S.SELECTED_RUNS] if d in by_dir and d not in fresh]
 if kept != st.session_state[S.SELECTED_RUNS] or not kept:
     S.put(S.SELECTED_RUNS, kept or [r["dir"] for r in all_runs[:3]])  # deleted runs drop out; none: the newest
 chosen = st.multiselect("Runs", list(by_dir), format_func=lambda d: common.run_label(by_dir[d]), **S.bind(S.SELECTED_RUNS))
@@ -58,6 +60,9 @@ if phases:
     st.dataframe(phases, width="stretch", hide_index=True)
 try:
     ev = common.cached_evaluation(focus, Path(focus, "summary.json").stat().st_mtime)
+except RunError as e:  # an imported run: its photos are on the machine that trained it
+    st.info(f"Not evaluated here: {e}.", icon=":material/info:")
+    ev = None
 except Exception as e:  # noqa: BLE001 - e.g. the dataset moved since training
     st.error(f"Cannot evaluate this run on its validation images: {e}")
     ev = None

@@ -14,19 +14,17 @@ S.init_state()  # idempotent: a page works opened directly, not only through app
 st.title("Predict")
 all_runs = common.require_runs("No trained run yet. Train one on the Train page, then come back with your photos.")
 by_dir = {r["dir"]: r for r in all_runs}
-if st.session_state[S.PREDICT_RUN] not in by_dir:
-    # This tab's newest run first (the server's runs are everyone's), else the most accurate.
-    from pathlib import Path
-    from ui.jobs import training_queue
-    mine = [str(Path(r.run_dir)) for j in training_queue().of(st.session_state[S.SESSION]) for r in reversed(j.runs) if r.run_dir]
-    own = next((d for d in mine if d in by_dir), None)
-    S.put(S.PREDICT_RUN, own or max(all_runs, key=lambda r: r["summary"].get("best_val_acc", 0))["dir"])
+fresh = common.new_runs_of_this_tab(by_dir, "_predict_seen")
+if fresh or st.session_state[S.PREDICT_RUN] not in by_dir:
+    # This tab's newest run, when it trained one since the last visit (the server's runs
+    # are everyone's); else the one chosen before; else the most accurate.
+    S.put(S.PREDICT_RUN, fresh[0] if fresh else max(all_runs, key=lambda r: r["summary"].get("best_val_acc") or 0)["dir"])
 st.selectbox("Model (a finished run)", list(by_dir), format_func=lambda d: common.run_label(by_dir[d]), **S.bind(S.PREDICT_RUN))
 run_dir = st.session_state[S.PREDICT_RUN]
 predictor = common.predictor_for(run_dir)
 st.caption(f"Classes: {', '.join(predictor.classes)}")
 with st.expander("Take this model away: ONNX, TorchScript, safetensors or a run bundle", icon=":material/output:"):
-    export_view.section(run_dir, by_dir[run_dir]["name"], key="predict")
+    export_view.section(run_dir, by_dir[run_dir]["name"], key="predict", heading=False)
 
 c1, c2 = st.columns([3, 1])
 uploads = c1.file_uploader("Photos", type=["jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff"], accept_multiple_files=True)

@@ -153,8 +153,10 @@ def show_job(job) -> None:
         text = f"{r.label}: {r.phase_text()}" if r else "starting…"
         st.progress(queue.progress(job), text=f"{text} · about {eta:.0f} s left for the whole job")
     if job.active and job.stop_event.is_set():
-        st.warning("Stop requested: it takes effect at the end of the batch in progress; what was learned so far "
-                   "is kept.", icon=":material/hourglass_top:")
+        kept = ("the points already finished are kept as runs; the point in progress is dropped"
+                if job.kind == "data_efficiency" else "what was learned so far is kept")
+        st.warning(f"Stop requested: it takes effect at the end of the batch in progress; {kept}.",
+                   icon=":material/hourglass_top:")
     if job.kind == "data_efficiency":
         data_efficiency_view.job_view(job)
         return

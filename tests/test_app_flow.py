@@ -70,6 +70,19 @@ def test_choices_survive_pages_and_a_refresh_and_are_what_the_run_used(tiny_fold
     assert Path(c["data"]) == tiny_folders and c["val_split"] == 0.3
     assert run["summary"]["epochs"] == 2 and run["summary"]["num_train"] == 14
 
+    # A second run trained after those visits: Compare adds it to the selection, first, and
+    # Predict switches to it (they used to stay on what they showed first).
+    at.switch_page("pages/train.py").run()
+    at.number_input(key="_w.train_cfg.epochs").set_value(1).run()
+    next(b for b in at.button if b.label == "Start").click().run()
+    wait_for_jobs(sid)
+    second = next(r["dir"] for r in list_runs(isolated_dirs / "runs") if r["dir"] != run["dir"])
+    at.switch_page("pages/compare.py").run()
+    assert not at.exception and at.session_state[S.SELECTED_RUNS][:2] == [second, run["dir"]]
+    assert sorted(at.dataframe[0].value["epochs"].tolist()) == [1, 2]
+    at.switch_page("pages/predict.py").run()
+    assert not at.exception and at.session_state[S.PREDICT_RUN] == second
+
 
 def test_a_bad_sid_in_the_url_gets_a_fresh_tab(isolated_dirs):
     at = _fresh("../../etc/passwd").run()

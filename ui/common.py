@@ -140,6 +140,19 @@ def require_runs(message: str) -> list[dict]:
     return found
 
 
+def new_runs_of_this_tab(by_dir: dict, seen_key: str) -> list[str]:
+    """Runs this tab trained (newest first) that the page calling this has not shown yet.
+    A page keeps the user's own selection, but a run trained since its last visit must
+    join it: otherwise Compare and Predict stay on whatever they showed first."""
+    from ui.jobs import training_queue
+    mine = [str(Path(r.run_dir)) for j in training_queue().of(st.session_state[S.SESSION])
+            for r in reversed(j.runs) if r.run_dir]
+    seen = st.session_state.setdefault(seen_key, set())
+    fresh = [d for d in dict.fromkeys(mine) if d in by_dir and d not in seen]
+    seen.update(fresh)
+    return fresh
+
+
 def run_label(r: dict) -> str:
     s, c = r["summary"], r["config"]
     return f"{r['name']} — {c.get('arch')} · best val {s.get('best_val_acc', 0):.1%}"

@@ -62,7 +62,8 @@ def figure(summary: dict, height: int = 420) -> go.Figure:
     fig.update_xaxes(type="log", title_text="training images per class (log scale)", tickvals=xs,
                      ticktext=[ticks[x] for x in xs])
     fig.update_yaxes(title_text="best validation accuracy", range=[0, 1.02], tickformat=".0%")
-    fig.update_layout(height=height, margin={"l": 10, "r": 10, "t": 30, "b": 10}, legend={"orientation": "h", "y": -0.22})
+    fig.update_layout(height=height, margin={"l": 10, "r": 10, "t": 30, "b": 10}, showlegend=True,  # even for one arm
+                      legend={"orientation": "h", "y": -0.22})
     return fig
 
 
@@ -120,8 +121,8 @@ def job_view(job) -> None:
     done = sum(p.status == "done" for p in sweep.points)
     if not job.active:
         saved = sum(p.run is not None for p in sweep.points)
-        text = (f"{done} of {len(sweep.points)} points done, {saved} saved as runs; the sweep's summary says which "
-                "(Compare plots the finished points).")
+        text = (f"{done} of {len(sweep.points)} points done, {saved} saved as runs; the Compare page plots the "
+                "finished points and lists them under its Data efficiency section.")
         (st.success if job.status == "done" else st.warning)(f"Data efficiency {job.status}: {text}")
     if done:
         st.plotly_chart(figure(summary, height=380), width="stretch", key=f"de-{job.id}-{done}")

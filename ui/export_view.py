@@ -15,7 +15,8 @@ import streamlit as st
 from core import paths
 from core.errors import TransferLabError
 from core.runs.bundle import import_bundle, write_bundle
-from core.serving.export import NEEDS, cached_export, export_run, snippet_text
+from core.runs.store import read_json
+from core.serving.export import NEEDS, SNIPPET_FILES, cached_export, export_run, snippet_text
 
 from . import state as S
 
@@ -25,9 +26,10 @@ MIME = {"onnx": "application/octet-stream", "torchscript": "application/octet-st
         "safetensors": "application/octet-stream", "bundle": "application/zip"}
 
 
-def section(run_dir: str, run_name: str, key: str) -> None:
+def section(run_dir: str, run_name: str, key: str, heading: bool = True) -> None:
     """Format choice, export with its parity check, download, and a use-it-elsewhere snippet."""
-    st.subheader("Take the model away")
+    if heading:
+        st.subheader("Take the model away")
     fmt = st.radio("Format", list(LABELS), format_func=LABELS.get, horizontal=True, key=f"export-format-{key}")
     if fmt == "bundle":
         st.caption("The whole run (config, classes, history, transforms, weights) in one .zip: import it on the "
@@ -43,7 +45,8 @@ def section(run_dir: str, run_name: str, key: str) -> None:
     report = cached_export(run_dir, fmt)
     if report is None:
         st.caption("The export is checked before it is offered: the exported file is loaded back and run on this "
-                   "run's validation images, and its logits compared with the PyTorch model's.")
+                   "run's validation images (seeded random inputs where they are not on this machine), and its "
+                   "logits compared with the PyTorch model's.")
         if not st.button(f"Export to {fmt}", icon=":material/output:", key=f"export-go-{key}-{fmt}"):
             return
         with st.spinner(f"Exporting to {fmt} and checking it against the PyTorch model…"):
@@ -56,8 +59,9 @@ def section(run_dir: str, run_name: str, key: str) -> None:
     st.success(f"Checked: {report['summary']}.", icon=":material/verified:")
     st.download_button(f"Download {path.name} ({report['bytes'] / 2**20:.1f} MB)", data=path.read_bytes(),
                        file_name=path.name, mime=MIME[fmt], icon=":material/download:", key=f"export-dl-{key}-{fmt}")
-    st.caption(f"Use it elsewhere: save as `classify.py` beside **{path.name}** and run "
-               f"`python classify.py photo.jpg` (needs {NEEDS[fmt]}; no transferlab). The class names, input size "
+    script = SNIPPET_FILES[fmt]
+    st.caption(f"Use it elsewhere: save this as `{script}` beside **{path.name}** and run "
+               f"`python {script} photo.jpg` (needs {NEEDS[fmt]}; no transferlab). The class names, input size "
                "and mean/std are read from the file.")
     st.code(snippet_text(fmt, path.name), language="python")
 
@@ -73,7 +77,10 @@ def import_section(expanded: bool = False) -> None:
             try:
                 saved = paths.save_upload(up.getvalue(), up.name)
                 run_dir = import_bundle(saved, paths.DEFAULT_RUNS_DIR, display_name=up.name)
-                seen = (up.file_id, None, run_dir.name)
+                original = read_json(run_dir / "config.json").get("imported", {}).get("name")
+                seen = (up.file_id, None, f"Imported **{run_dir.name}**" + (
+                    "" if run_dir.name == original else f" (a run named {original} was already here)")
+                        + ": it is selected below and on the Predict page.")
                 S.put(S.SELECTED_RUNS, [str(run_dir)] + [d for d in st.session_state[S.SELECTED_RUNS] if d != str(run_dir)])
                 S.put(S.PREDICT_RUN, str(run_dir))
             except TransferLabError as e:
@@ -82,5 +89,5 @@ def import_section(expanded: bool = False) -> None:
         if seen[1]:
             st.error(seen[1], icon=":material/block:")
         else:
-            st.success(f"Imported **{seen[2]}**: it is selected below and on the Predict page.")
+            st.success(seen[2])
 

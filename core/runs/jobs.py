@@ -33,6 +33,7 @@ from core.training.experiment import run_experiment, run_lr_find
 from core.runs.jobs_progress import PointProgress, RunProgress, SweepProgress
 from core.training import data_efficiency
 
+MIN_IMAGES_TO_LEARN = 64  # images a phase must have covered for its rate to teach the speed book
 KINDS = ("train", "lr_find", "data_efficiency")
 
 
@@ -269,7 +270,9 @@ class TrainingQueue:
         """Feed the run's measured rates to the speed book."""
         arch, dev, book = r.config.arch, self.device, self.book
         for kind, (n, secs) in r.measured.items():
-            if secs > 0.5:
+            # A phase of a few images is mostly fixed cost (a 10-photo dataset "decoded" at
+            # 1 img/s): learning a rate from it made every later estimate hours long.
+            if secs > 0.5 and n >= MIN_IMAGES_TO_LEARN:
                 book.record(arch, dev, kind, n / secs)
         if result is not None and result.path.startswith("frozen-features"):
             book.features_done.add(feature_signature(r.config))

@@ -128,13 +128,12 @@ def prepare(model, arch, train_samples, val_samples, spec, cfg, device, autocast
     out.val_features, hit = cached(val_parts, val_features)
     out.hits, out.computed = out.hits + hit, out.computed + (not hit)
     checked = feature_key(**base, **val_parts) if cache is not None else None
-    if checked in _VERIFIED:
-        pass
-    elif not features.verify_tail(model, tail, _first_val_batch(out, val_samples, spec, infer_bs),
-                                out.val_features[:min(infer_bs, len(val_samples))], device):
-        return "frozen fast path failed its equivalence check"
-    elif checked is not None:
-        _VERIFIED.add(checked)
+    if checked not in _VERIFIED or checked is None:
+        if not features.verify_tail(model, tail, _first_val_batch(out, val_samples, spec, infer_bs),
+                                    out.val_features[:min(infer_bs, len(val_samples))], device):
+            return "frozen fast path failed its equivalence check"
+        if checked is not None:
+            _VERIFIED.add(checked)
 
     train_source: list[BatchSource] = []  # decoded at most once, only if some view is missing
 

@@ -273,7 +273,6 @@ class Trainer:
                                             sampler=self.train_sampler)
         self.path = "plain"
         self.micro = self.ranks.from_main(self._micro_batch)  # measured once, the same slices on every rank
-        self.ddp = None
         self.ddp = self.ranks.wrap(self.model)  # what this phase trains
         result.micro_batch = self.micro
         return self._plain_epoch

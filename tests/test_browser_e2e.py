@@ -24,11 +24,8 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture
-def server(tmp_path, ants_bees, mobilenet_file):
-    if CHROMIUM is None:
-        pytest.skip("Chromium is not installed (Debian package 'chromium'); .ci/run installs it")
-    pytest.importorskip("playwright.sync_api", reason="playwright (Python) is not installed")
+def start_server(tmp_path) -> tuple[subprocess.Popen, str]:
+    """``streamlit run app.py`` with runs and data under ``tmp_path``; (process, url) once healthy."""
     port = free_port()
     env = {**os.environ, "TRANSFERLAB_RUNS": str(tmp_path / "runs"), "TRANSFERLAB_DATA": str(tmp_path / "data"),
            "TRANSFERLAB_OFFLINE": "1"}
@@ -39,15 +36,26 @@ def server(tmp_path, ants_bees, mobilenet_file):
     for _ in range(120):
         try:
             if urllib.request.urlopen(f"{url}/_stcore/health", timeout=1).status == 200:
-                break
+                return proc, url
         except OSError:
             time.sleep(0.5)
-    else:
-        proc.kill()
-        pytest.fail(f"streamlit did not start: {proc.stdout.read().decode()[-2000:]}")
-    yield url
+    proc.kill()
+    pytest.fail(f"streamlit did not start: {proc.stdout.read().decode()[-2000:]}")
+
+
+def stop_server(proc: subprocess.Popen) -> None:
     proc.terminate()
     proc.wait(10)
+
+
+@pytest.fixture
+def server(tmp_path, ants_bees, mobilenet_file):
+    if CHROMIUM is None:
+        pytest.skip("Chromium is not installed (Debian package 'chromium'); .ci/run installs it")
+    pytest.importorskip("playwright.sync_api", reason="playwright (Python) is not installed")
+    proc, url = start_server(tmp_path)
+    yield url
+    stop_server(proc)
 
 
 def _saved_configs(runs_dir: Path) -> list[dict]:

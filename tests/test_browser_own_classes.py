@@ -2,39 +2,11 @@
 from ants/bees photos uploaded through the page, one broken file refused with its reason,
 train, predict, restart the server and find the dataset again.  Screenshots of the Data
 page go to screenshots/."""
-import os
 import re
-import subprocess
-import sys
-import time
-import urllib.request
 
 import pytest
 
-from tests.test_browser_e2e import CHROMIUM, ROOT, SHOTS, free_port
-
-
-def start_server(tmp_path) -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    env = {**os.environ, "TRANSFERLAB_RUNS": str(tmp_path / "runs"), "TRANSFERLAB_DATA": str(tmp_path / "data"),
-           "TRANSFERLAB_OFFLINE": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
-                             "--server.port", str(port), "--server.address", "127.0.0.1"],
-                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(120):
-        try:
-            if urllib.request.urlopen(f"{url}/_stcore/health", timeout=1).status == 200:
-                return proc, url
-        except OSError:
-            time.sleep(0.5)
-    proc.kill()
-    pytest.fail(f"streamlit did not start: {proc.stdout.read().decode()[-2000:]}")
-
-
-def stop_server(proc: subprocess.Popen) -> None:
-    proc.terminate()
-    proc.wait(10)
+from tests.test_browser_e2e import CHROMIUM, SHOTS, start_server, stop_server
 
 
 @pytest.mark.slow

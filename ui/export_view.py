@@ -14,7 +14,7 @@ import streamlit as st
 
 from core import paths
 from core.errors import TransferLabError
-from core.runs.bundle import import_bundle, write_bundle
+from core.runs.bundle import bundle_for, import_bundle
 from core.runs.store import read_json
 from core.serving.export import NEEDS, SNIPPET_FILES, cached_export, export_run, snippet_text
 
@@ -35,7 +35,7 @@ def section(run_dir: str, run_name: str, key: str, heading: bool = True) -> None
         st.caption("The whole run (config, classes, history, transforms, weights) in one .zip: import it on the "
                    "Compare page of another transferlab, then use it on Predict as if it had been trained there.")
         try:
-            bundle = write_bundle(run_dir)
+            bundle = bundle_for(run_dir)
         except TransferLabError as e:
             st.error(str(e))
             return

@@ -70,6 +70,17 @@ def write_bundle(run_dir, out=None) -> Path:
     return target
 
 
+def bundle_for(run_dir) -> Path:
+    """The run's default bundle, packed again only when a run file is newer than it (the
+    page asks on every rerun while its format is chosen)."""
+    run_dir = Path(run_dir)
+    target = run_dir / "exports" / f"{run_dir.name}.transferlab.zip"
+    files = [run_dir / f for f in RUN_FILES if (run_dir / f).is_file()]
+    if target.is_file() and all(f.stat().st_mtime <= target.stat().st_mtime for f in files):
+        return target
+    return write_bundle(run_dir)
+
+
 def import_bundle(zip_path, runs_dir, display_name: str | None = None) -> Path:
     """Check and add a bundle to ``runs_dir``; returns the new run folder.  Anything wrong
     is a BundleError (or ArchiveError) naming the user's file; nothing is left behind."""

@@ -223,3 +223,24 @@ def test_sync_batchnorm_is_refused_on_cpu_with_a_reason():
     r = distributed.Ranks(rank=0, world=2, device=torch.device("cpu"))
     with pytest.raises(distributed.TransferLabError, match="needs CUDA"):
         r.sync_batchnorm(torch.nn.BatchNorm2d(3))
+
+
+def test_torchruns_stop_landing_while_a_survivor_reports_a_lost_peer_adds_no_second_line(capsys, monkeypatch):
+    """torchrun SIGTERMs the survivors when a rank dies, often while one is printing why.
+    CI once saw "rank 0 ... ended unexpectedly" followed by "error: interrupted": the
+    report must stay one line however the two race.  The SIGTERM is sent from inside the
+    report (where the race put it), with the handler torchrun ranks run under."""
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    ranks = distributed.Ranks(rank=1, world=2, peers=[(os.uname().nodename, gone.pid), (os.uname().nodename, os.getpid())])
+    monkeypatch.setattr(distributed.socket, "gethostname", lambda: os.uname().nodename)
+    monkeypatch.setattr(distributed.Ranks, "leave", lambda self, why: os.kill(os.getpid(), signal.SIGTERM))
+    previous = {sig: signal.signal(sig, distributed._interrupt) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        status = distributed._stopped(ranks, RuntimeError("Connection reset by peer"))
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert status == 1
+    assert errors == [f"error: rank 0 of 2 (pid {gone.pid}) ended unexpectedly; all ranks stopped and no run was saved"]

@@ -234,26 +234,32 @@ def run_command(device_name: str, command) -> int:
     if not ranks.active:
         return command(ranks)
     previous = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGTERM, signal.SIGINT)}
+    ended_well = False
     try:
         start(ranks, device_name)
-        return command(ranks)
+        status = command(ranks)
+        ended_well = True
+        return status
     except AlreadyReported:
         return 2
     except KeyboardInterrupt:
         return _stopped(ranks, None)
     except (TransferLabError, ValueError) as e:
+        _ignore_stops()
         ranks.leave("error")
         who = "" if ranks.is_main else f"rank {ranks.rank}: "
         named = f"{e.name}: " if isinstance(e, ImageReadError) and e.name else ""  # as the CLI names a bad image
         print(f"error: {who}{named}{' '.join(str(e).splitlines())}", file=sys.stderr, flush=True)
         return 2
     except RuntimeError as e:  # a collective failed: a peer died, or did not answer in time
+        _ignore_stops()  # before the checks: torchrun's SIGTERM may land while they run
         if isinstance(e, dist.DistError) or ranks.dead_ranks():
             return _stopped(ranks, e)
         raise  # a bug on this rank: its traceback is the report
     finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+        if ended_well:  # after a failure the process only exits: a late SIGTERM must not add a line
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
         if dist.is_initialized():
             try:
                 dist.destroy_process_group()
@@ -263,6 +269,9 @@ def run_command(device_name: str, command) -> int:
 
 def _stopped(ranks: Ranks, error: Exception | None) -> int:
     """One line for an interrupt or a lost peer, from the lowest rank still running."""
+    # torchrun SIGTERMs the survivors when a rank dies, often while this one is already
+    # reporting it: that second stop must not print "interrupted" on top (CI saw both lines).
+    _ignore_stops()
     ranks.leave("interrupt")
     dead = ranks.dead_ranks()
     if not dead and ranks.dead_ranks(said="error"):
@@ -285,11 +294,15 @@ def _stopped(ranks: Ranks, error: Exception | None) -> int:
     return 130 if error is None and not dead else 1
 
 
+def _ignore_stops():
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def _interrupt(_signum, _frame):
     # One interrupt is enough: a second (torchrun forwards the Ctrl-C the terminal already
     # sent) must not cut the cleanup short.
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _ignore_stops()
     raise KeyboardInterrupt
 
 

@@ -48,16 +48,23 @@ def _experiment(a):
 def cmd_train(a) -> int:
     # Under torchrun every process lands here; distributed.py joins them into one run.
     from core.training import distributed
-    return distributed.run_command(a.device, lambda ranks: _train(a, ranks))
+    return distributed.run_command(a.device, lambda ranks, stop: _train(a, ranks, stop))
 
 
-def _train(a, ranks) -> int:
+def _train(a, ranks, stop) -> int:
     from core.training.experiment import run_experiment
     cfg = _experiment(a)
     run_dir, result, seconds = run_experiment(cfg, [EpochPrinter()] if ranks.is_main else [], runs_dir=a.runs_dir,
-                                              ranks=ranks)
+                                              ranks=ranks, stop=stop)
+    if result.stopped and result.best_state is None:  # the ranks agreed: none has an epoch to keep
+        if ranks.is_main:
+            print("error: stopped before the first epoch was validated; no run was saved", file=sys.stderr)
+        return 130
     if not ranks.is_main:
         return 0  # rank 0 alone prints: the output contract holds under torchrun
+    if result.stopped:
+        print(f"stopped after {len(result.history)} epoch(s): kept epoch {result.best_epoch} "
+              f"(val acc {result.best_val_acc:.3f})", file=sys.stderr)
     from core.runs.store import load_run
     summary = load_run(run_dir)["summary"] if run_dir else {}
     print(json.dumps({"run_dir": str(run_dir) if run_dir else None, "best_val_acc": result.best_val_acc,

@@ -146,7 +146,8 @@ def test_torchrun_fine_tune_matches_one_process(ants_bees, mobilenet_file, tmp_p
 def test_a_killed_rank_or_a_stop_ends_every_rank_with_one_line_and_no_run(ants_bees, mobilenet_file, tmp_path, data_dir,
                                                                           victim):
     """SIGKILL to one worker (no chance to clean up), or SIGTERM to torchrun (a stop, which
-    torchrun forwards): the others end, one line says why, no run is left, not even partial."""
+    torchrun forwards) before any epoch was validated: the others end, one line says why,
+    no run is left, not even partial."""
     runs = tmp_path / "runs"
     run = Launch([*_torchrun(2), "train", str(ants_bees), "--freeze", "5", "--epochs", "2", "--runs-dir", str(runs)],
                  _env(data_dir))
@@ -157,7 +158,7 @@ def test_a_killed_rank_or_a_stop_ends_every_rank_with_one_line_and_no_run(ants_b
     time.sleep(1.0)
     if victim == "torchrun":
         os.kill(run.proc.pid, signal.SIGTERM)
-        expected = "error: interrupted"  # what Ctrl-C says in one process: nothing kept
+        expected = "error: stopped before the first epoch was validated; no run was saved"  # as one process says
     else:
         pid = run.rank_pid(victim)
         os.kill(pid, signal.SIGKILL)
@@ -171,6 +172,77 @@ def test_a_killed_rank_or_a_stop_ends_every_rank_with_one_line_and_no_run(ants_b
     assert not [p for p in runs.iterdir() if not p.name.startswith(".")]
     assert not any((runs / ".partial").iterdir())  # rank 0 abandoned it, or a survivor removed it
     assert not any(_alive(p) for p in run.workers)
+
+
+def _wait_for(run: Launch, prefix: str) -> None:
+    end = time.time() + 300
+    while not any(line.startswith(prefix) for line in run.out):
+        assert run.proc.poll() is None and time.time() < end, "\n".join(run.out + run.err)
+        time.sleep(0.2)
+
+
+@pytest.mark.slow
+def test_a_stop_under_torchrun_keeps_the_best_epoch_so_far(ants_bees, mobilenet_file, tmp_path, data_dir):
+    """SIGTERM to torchrun (what a scheduler or Ctrl-C sends; torchrun forwards it) during
+    epoch 2: the ranks vote at each batch and stop at the same one, rank 0 saves epoch 1
+    as a stopped run and prints the one JSON line; nobody prints an error."""
+    runs = tmp_path / "runs"
+    run = Launch([*_torchrun(2), "train", str(ants_bees), "--freeze", "5", "--epochs", "3", "--runs-dir", str(runs)],
+                 _env(data_dir))
+    _wait_for(run, "epoch")
+    os.kill(run.proc.pid, signal.SIGTERM)
+    run.wait(timeout=90)
+    assert not [line for line in run.err if line.startswith("error:")], "\n".join(run.err)
+    assert sum("stopping after the current batch" in line for line in run.err) == 1
+    assert sum(line.startswith("{") for line in run.out) == 1, "\n".join(run.out + run.err)
+    summary = json.loads(run.out[-1])
+    assert summary["stopped"] is True and summary["epochs"] == 1 and summary["best_epoch"] == 1
+    saved = json.loads((Path(summary["run_dir"]) / "summary.json").read_text())
+    assert saved["stopped"] is True and saved["epochs"] == 1
+    assert (Path(summary["run_dir"]) / "weights.safetensors").is_file()
+    assert not any((runs / ".partial").iterdir())
+    assert not any(_alive(p) for p in run.workers)
+
+
+@pytest.mark.slow
+def test_ctrl_c_in_one_process_keeps_the_best_epoch(ants_bees, mobilenet_file, tmp_path, data_dir):
+    """The single-process CLI: SIGINT ends training at the next batch with the best epoch
+    saved, as the dashboard's Stop does."""
+    runs = tmp_path / "runs"
+    cmd = [sys.executable, "-m", "core", "train", str(ants_bees), "--epochs", "400", "--runs-dir", str(runs)]
+    run = Launch(cmd, _env(data_dir))  # the frozen path: epochs take milliseconds after one feature pass
+    _wait_for(run, "epoch")
+    run.proc.send_signal(signal.SIGINT)
+    assert run.wait(timeout=120) == 0, "\n".join(run.err)
+    summary = json.loads(run.out[-1])
+    assert summary["stopped"] is True and 1 <= summary["epochs"] < 400
+    assert [line for line in run.err if line.startswith("stopped after")] == [
+        f"stopped after {summary['epochs']} epoch(s): kept epoch {summary['best_epoch']} (val acc {summary['best_val_acc']:.3f})"]
+    assert json.loads((Path(summary["run_dir"]) / "summary.json").read_text())["stopped"] is True
+
+
+
+def test_a_signal_inside_the_forward_window_is_the_same_stop_and_a_later_one_aborts(monkeypatch, capsys):
+    """Under torchrun one Ctrl-C arrives twice (the terminal's, then torchrun's forward): that
+    must stay one stop request.  A signal after the window aborts, keeping nothing."""
+    from core.training import stop_signals
+    now = [100.0]
+    monkeypatch.setattr(stop_signals.time, "monotonic", lambda: now[0])
+    signals = stop_signals.StopOnSignal("stopping (notice)")
+    previous = {sig: signal.getsignal(sig) for sig in stop_signals.STOP_SIGNALS}
+    try:
+        signals._handle(signal.SIGINT, None)
+        assert signals.event.is_set()
+        now[0] += stop_signals.FORWARD_WINDOW_S / 2
+        signals._handle(signal.SIGINT, None)  # the forward: no abort
+        now[0] += stop_signals.FORWARD_WINDOW_S
+        with pytest.raises(KeyboardInterrupt):
+            signals._handle(signal.SIGINT, None)
+        assert all(signal.getsignal(sig) is signal.SIG_IGN for sig in stop_signals.STOP_SIGNALS)  # cleanup runs in peace
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    assert capsys.readouterr().err.count("stopping (notice)") == 1
 
 
 # ---- without a process group --------------------------------------------------------------
@@ -230,12 +302,13 @@ def test_torchruns_stop_landing_while_a_survivor_reports_a_lost_peer_adds_no_sec
     CI once saw "rank 0 ... ended unexpectedly" followed by "error: interrupted": the
     report must stay one line however the two race.  The SIGTERM is sent from inside the
     report (where the race put it), with the handler torchrun ranks run under."""
+    from core.training import stop_signals
     gone = subprocess.Popen([sys.executable, "-c", "pass"])
     gone.wait()
     ranks = distributed.Ranks(rank=1, world=2, peers=[(os.uname().nodename, gone.pid), (os.uname().nodename, os.getpid())])
     monkeypatch.setattr(distributed.socket, "gethostname", lambda: os.uname().nodename)
     monkeypatch.setattr(distributed.Ranks, "leave", lambda self, why: os.kill(os.getpid(), signal.SIGTERM))
-    previous = {sig: signal.signal(sig, distributed._interrupt) for sig in (signal.SIGTERM, signal.SIGINT)}
+    previous = {sig: signal.signal(sig, stop_signals.abort) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         status = distributed._stopped(ranks, RuntimeError("Connection reset by peer"))
     finally:

@@ -22,9 +22,13 @@ The rules, so a run means the same thing on one process or many:
 * Rank 0 alone writes the run and prints; setup errors (bad data, bad weights) are
   agreed first so one line reports them.
 * Collectives time out after ``TRANSFERLAB_DIST_TIMEOUT`` seconds (300): a hung peer
-  cannot hold the others forever.  torchrun ends the other ranks (SIGTERM) when one dies;
-  SIGTERM and SIGINT end a rank as Ctrl-C ends the single-process CLI: the run in
-  progress is abandoned, nothing half-written is left, and one rank says why in one line.
+  cannot hold the others forever.  torchrun ends the other ranks (SIGTERM) when one dies:
+  the run in progress is abandoned, nothing half-written is left, and one rank says why
+  in one line.
+* A stop (Ctrl-C, or SIGTERM to torchrun, which forwards it) is a vote each rank casts at
+  every batch: all stop at the same one, and rank 0 keeps the best epoch so far, as one
+  process does.  A stop before the first validated epoch keeps nothing; so does a second
+  Ctrl-C, which aborts.
 """
 from __future__ import annotations
 
@@ -44,6 +48,7 @@ import torch
 import torch.distributed as dist
 
 from core.errors import ImageReadError, TransferLabError
+from core.training.stop_signals import STOP_NOTICE, StopOnSignal, ignore_stops
 
 DEFAULT_TIMEOUT_S = 300
 _SHARD_SEED = 1_000_003  # per-rank offset of augmentation seeds: ranks draw different crops
@@ -227,17 +232,22 @@ def start(ranks: Ranks, device_name: str) -> None:
 
 
 def run_command(device_name: str, command) -> int:
-    """``command(ranks)`` -> exit status, under torchrun or not.  Single process: called
-    as is (the CLI's own handlers report errors).  Under torchrun: errors, interrupts and
-    lost peers become one line from one rank (see the module docstring)."""
+    """``command(ranks, stop)`` -> exit status, under torchrun or not.  ``stop`` is the
+    event a first Ctrl-C or SIGTERM sets (``stop_signals.py``: the best epoch so far is
+    kept; a later signal aborts).  Single process: errors go to the CLI's own handlers.
+    Under torchrun: errors, aborts and lost peers become one line from one rank (see the
+    module docstring)."""
     ranks = from_env()
+    signals = StopOnSignal(STOP_NOTICE if ranks.is_main else None).install()
     if not ranks.active:
-        return command(ranks)
-    previous = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            return command(ranks, signals.event)
+        finally:
+            signals.restore()
     ended_well = False
     try:
         start(ranks, device_name)
-        status = command(ranks)
+        status = command(ranks, signals.event)
         ended_well = True
         return status
     except AlreadyReported:
@@ -245,21 +255,20 @@ def run_command(device_name: str, command) -> int:
     except KeyboardInterrupt:
         return _stopped(ranks, None)
     except (TransferLabError, ValueError) as e:
-        _ignore_stops()
+        ignore_stops()
         ranks.leave("error")
         who = "" if ranks.is_main else f"rank {ranks.rank}: "
         named = f"{e.name}: " if isinstance(e, ImageReadError) and e.name else ""  # as the CLI names a bad image
         print(f"error: {who}{named}{' '.join(str(e).splitlines())}", file=sys.stderr, flush=True)
         return 2
     except RuntimeError as e:  # a collective failed: a peer died, or did not answer in time
-        _ignore_stops()  # before the checks: torchrun's SIGTERM may land while they run
+        ignore_stops()  # before the checks: torchrun's SIGTERM may land while they run
         if isinstance(e, dist.DistError) or ranks.dead_ranks():
             return _stopped(ranks, e)
         raise  # a bug on this rank: its traceback is the report
     finally:
         if ended_well:  # after a failure the process only exits: a late SIGTERM must not add a line
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
+            signals.restore()
         if dist.is_initialized():
             try:
                 dist.destroy_process_group()
@@ -271,7 +280,7 @@ def _stopped(ranks: Ranks, error: Exception | None) -> int:
     """One line for an interrupt or a lost peer, from the lowest rank still running."""
     # torchrun SIGTERMs the survivors when a rank dies, often while this one is already
     # reporting it: that second stop must not print "interrupted" on top (CI saw both lines).
-    _ignore_stops()
+    ignore_stops()
     ranks.leave("interrupt")
     dead = ranks.dead_ranks()
     if not dead and ranks.dead_ranks(said="error"):
@@ -292,18 +301,6 @@ def _stopped(ranks: Ranks, error: Exception | None) -> int:
     if speaks:
         print(f"error: {msg}", file=sys.stderr, flush=True)
     return 130 if error is None and not dead else 1
-
-
-def _ignore_stops():
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-
-def _interrupt(_signum, _frame):
-    # One interrupt is enough: a second (torchrun forwards the Ctrl-C the terminal already
-    # sent) must not cut the cleanup short.
-    _ignore_stops()
-    raise KeyboardInterrupt
 
 
 def _marker_dir() -> Path:

@@ -129,6 +129,11 @@ class Trainer:
     def stopping(self) -> bool:
         return self._stop.is_set()
 
+    def _stop_agreed(self) -> bool:
+        """Under torchrun every rank must leave the loop at the same batch, or the others
+        wait in a collective: a stop counts once the ranks have voted (one tiny all-reduce)."""
+        return self.ranks.any(self.stopping) if self.ranks.active else self.stopping
+
     # ---- the loop --------------------------------------------------------------------
     def fit(self) -> TrainResult:
         cfg, t0 = self.cfg, time.perf_counter()
@@ -146,6 +151,8 @@ class Trainer:
             try:
                 step = self._prepare(result, first=k == 0)
             except Stopped:  # nothing trained in this phase yet
+                if self.ranks.active:  # ranks stop preparing at different points: abort, as distributed.py reports
+                    raise KeyboardInterrupt from None
                 result.stopped, result.stop_phase = True, "preparing"
                 break
             if k == 0:
@@ -173,7 +180,7 @@ class Trainer:
             result.seconds = result.prep_seconds = time.perf_counter() - t0
             self.emit("on_run_end", result)
             return result
-        result.stopped = self.stopping
+        result.stopped = bool(result.stop_phase)  # a stop that came after the last epoch cut nothing
         result.seconds = time.perf_counter() - t0
         self.emit("on_run_end", result)
         return result
@@ -208,7 +215,7 @@ class Trainer:
             result.best_val_acc, result.best_epoch = val_acc, epoch
             result.best_state = {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()}
         self.emit("on_epoch_end", record)
-        if self.stopping:
+        if self._stop_agreed():
             result.stop_phase = "training"
             return False
         return True
@@ -309,7 +316,7 @@ class Trainer:
         of ``micro`` images (the whole batch when 0), gradients accumulated."""
         total_loss, correct, seen, n_batches = 0.0, 0, 0, self._batches_per_epoch()
         for b, (x, y) in enumerate(batches):
-            if self.stopping:
+            if self._stop_agreed():
                 break
             y = y.to(self.device, non_blocking=True)
             n = y.shape[0]
@@ -353,11 +360,13 @@ class Trainer:
             batches = ((x.to(self.device, non_blocking=True).contiguous(memory_format=torch.channels_last), y)
                        for x, y in self.val_source)
             net, total = fused_for_inference(self.model), len(self.val_source)  # this epoch's weights, BatchNorm folded in
+        if self.ranks.active and self._stop_agreed():  # ranks' shards differ by a batch: vote once, before
+            return None
         self.model.eval()
         total_loss, correct, n = 0.0, 0, 0
         try:
             for k, (x, y) in enumerate(batches):
-                if self.stopping:
+                if self.stopping and not self.ranks.active:
                     return None
                 y = y.to(self.device)
                 with self.autocast():

@@ -22,9 +22,10 @@ The rules, so a run means the same thing on one process or many:
 * Rank 0 alone writes the run and prints; setup errors (bad data, bad weights) are
   agreed first so one line reports them.
 * Collectives time out after ``TRANSFERLAB_DIST_TIMEOUT`` seconds (300): a hung peer
-  cannot hold the others forever.  torchrun ends the other ranks (SIGTERM) when one dies:
-  the run in progress is abandoned, nothing half-written is left, and one rank says why
-  in one line.
+  cannot hold the others forever.  torchrun ends the other ranks (SIGTERM) when one dies,
+  and one rank says why in one line.  If rank 0 lives, the epochs validated before the
+  loss are whole: they are kept as a stopped run (``experiment.py``).  If rank 0 died, a
+  survivor removes its half-written folder.
 * A stop (Ctrl-C, or SIGTERM to torchrun, which forwards it) is a vote each rank casts at
   every batch: all stop at the same one, and rank 0 keeps the best epoch so far, as one
   process does.  A stop before the first validated epoch keeps nothing; so does a second
@@ -66,6 +67,7 @@ class Ranks:
     device: torch.device | None = None       # None: single process, the experiment picks
     peers: list = dataclasses.field(default_factory=list)  # (host, pid) per rank
     main_partial: str | None = None          # rank 0's run folder while it trains
+    kept: dict | None = None                 # rank 0, a peer lost: the run saved from the epochs validated
 
     @property
     def active(self) -> bool:
@@ -263,7 +265,7 @@ def run_command(device_name: str, command) -> int:
         return 2
     except RuntimeError as e:  # a collective failed: a peer died, or did not answer in time
         ignore_stops()  # before the checks: torchrun's SIGTERM may land while they run
-        if isinstance(e, dist.DistError) or ranks.dead_ranks():
+        if lost_peer(ranks, e):
             return _stopped(ranks, e)
         raise  # a bug on this rank: its traceback is the report
     finally:
@@ -274,6 +276,12 @@ def run_command(device_name: str, command) -> int:
                 dist.destroy_process_group()
             except Exception:  # noqa: BLE001 - a broken group: the process exits anyway
                 pass
+
+
+def lost_peer(ranks: Ranks, error: BaseException) -> bool:
+    """A collective failed because another rank died or stopped answering (not a bug here)."""
+    return ranks.active and isinstance(error, RuntimeError) and (isinstance(error, dist.DistError)
+                                                                 or bool(ranks.dead_ranks()))
 
 
 def _stopped(ranks: Ranks, error: Exception | None) -> int:
@@ -289,15 +297,16 @@ def _stopped(ranks: Ranks, error: Exception | None) -> int:
         shutil.rmtree(ranks.main_partial, ignore_errors=True)  # rank 0 could not clean up: do it here
     living = [r for r in range(ranks.world) if r not in dead]
     speaks = ranks.rank == living[0]
+    kept = (f"all ranks stopped; kept epoch {ranks.kept['epoch']} (val acc {ranks.kept['val_acc']:.3f}) "
+            f"as a stopped run: {ranks.kept['run_dir']}") if ranks.kept else "all ranks stopped and no run was saved"
     if dead:
         pid = ranks.peers[dead[0]][1]
-        msg = (f"rank {dead[0]} of {ranks.world} (pid {pid}) ended unexpectedly; "
-               "all ranks stopped and no run was saved")
+        msg = f"rank {dead[0]} of {ranks.world} (pid {pid}) ended unexpectedly; {kept}"
     elif error is None:
         msg, speaks = "interrupted", ranks.is_main  # as the single-process CLI's Ctrl-C
     else:
         reason = " ".join(str(error).split())[:200]
-        msg = f"lost contact with another rank ({reason}); all ranks stopped and no run was saved"
+        msg = f"lost contact with another rank ({reason}); {kept}"
     if speaks:
         print(f"error: {msg}", file=sys.stderr, flush=True)
     return 130 if error is None and not dead else 1

@@ -88,17 +88,30 @@ def run_experiment(cfg: ExperimentConfig, listeners=(), runs_dir=None, dataset: 
                       [writer, *listeners] if writer else list(listeners), stop=stop, freeze=cfg.freeze, ranks=ranks)
     if on_trainer:
         on_trainer(trainer)
+
+    def finish(result) -> Path:
+        writer.finish(seconds=time.perf_counter() - t0, num_train=len(dataset.train), num_val=len(dataset.val),
+                      skipped=len(dataset.skipped))
+        return writer.final
     try:
         result = trainer.fit()
-    except BaseException:
-        if writer:
+    except BaseException as e:
+        if writer is None:
+            raise
+        kept = trainer.result if distributed.lost_peer(ranks, e) else None
+        if kept is None or kept.best_state is None:
             writer.abandon()  # a crash leaves no half run behind, not even in .partial/
+            raise
+        # Another rank died: the epochs validated before it are whole, and are kept as a stop keeps them.
+        kept.stopped, kept.stop_phase = True, kept.stop_phase or "lost a rank"
+        kept.seconds = time.perf_counter() - t0
+        writer.on_run_end(kept)
+        ranks.kept = {"run_dir": str(finish(kept)), "epoch": kept.best_epoch, "val_acc": kept.best_val_acc}
         raise
     seconds = time.perf_counter() - t0
     if writer is None or result.best_state is None:
         return None, result, seconds
-    writer.finish(seconds=seconds, num_train=len(dataset.train), num_val=len(dataset.val), skipped=len(dataset.skipped))
-    return writer.final, result, seconds
+    return finish(result), result, seconds
 
 
 def run_lr_find(cfg: ExperimentConfig, listeners=(), dataset: Dataset | None = None, stop=None,

@@ -93,7 +93,7 @@ class Trainer:
         # What the experiment left trainable: phases freeze more, never less.
         self.base_trainable = {n: p.requires_grad for n, p in self.model.named_parameters()}
         phases = schedules.plan(cfg, self.base_freeze, len(stages_of(self.model, self.arch)))
-        result = TrainResult()
+        result = self.result = TrainResult()  # readable after a failure: what was validated so far
         criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
         epoch, started = 0, False
         for k, phase in enumerate(phases):

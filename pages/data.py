@@ -62,10 +62,6 @@ elif source == "zip":
 elif source == "own":
     own_classes.render()  # says what is missing until the dataset is ready to train on
 
-c1, c2 = st.columns(2)
-c1.slider("Validation fraction (one-folder layout only)", 0.05, 0.5, step=0.05, **S.bind(S.VAL_SPLIT))
-c2.number_input("Split seed", 0, 10_000, **S.bind(S.DATA_SEED))
-
 if refused:
     st.error(refused)
     kept = S.data_label()
@@ -80,6 +76,15 @@ if S.data_path() is None:  # this page is where a dataset is chosen: say how, no
             "No dataset is selected yet.")
     st.stop()
 ds = common.require_dataset()
+# The split controls, under the dataset they act on: greyed out when it brings its own
+# train/ and val/ folders (moving them would change nothing, which reads as a bug).
+given = ds.layout == "split"
+why = "This dataset has its own train/ and val/ folders: they are used as given." if given else None
+c1, c2 = st.columns(2)
+c1.slider("Validation fraction", 0.05, 0.5, step=0.05, disabled=given, **S.bind(S.VAL_SPLIT),
+          help=why or "Share of each class's images held out for validation (one folder of class folders).")
+c2.number_input("Split seed", 0, 10_000, disabled=given, **S.bind(S.DATA_SEED),
+                help=why or "Which images are held out: the same seed gives the same split.")
 counts = ds.counts()
 st.success(f"**{len(ds.classes)} classes**, {len(ds.train)} training and {len(ds.val)} validation images · "
            f"{'given train/ and val/ folders' if ds.layout == 'split' else f'split {1 - ds.val_split:.0%}/{ds.val_split:.0%} with seed {ds.seed}'}"

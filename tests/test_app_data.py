@@ -15,6 +15,7 @@ def test_demo_is_preselected_with_counts_and_samples(app, ants_bees):
     at = app()
     assert not at.exception
     assert "2 classes" in texts(at.success) and "245 training and 153 validation" in texts(at.success)
+    assert at.slider(key="_w.val_split").disabled  # the demo brings its own val/ folder
     assert at.get("plotly_chart")
     assert any(e.label.startswith("Skipped files: 0") for e in at.expander)
     before = at.session_state["grid_seed"]
@@ -30,6 +31,7 @@ def test_folder_source_and_a_bad_folder(app, tiny_folders, tmp_path):
     next(b for b in at.button if b.label == "Use this folder").click().run()
     assert not at.exception
     assert "2 classes" in texts(at.success) and "16 training and 4 validation" in texts(at.success)
+    assert not at.slider(key="_w.val_split").disabled  # one folder of class folders: the slider splits it
     at.text_input[0].input(str(tmp_path / "nowhere"))
     next(b for b in at.button if b.label == "Use this folder").click().run()
     assert not at.exception and "dataset not found" in texts(at.error)

@@ -163,6 +163,25 @@ def test_eta_stays_honest_when_feature_extraction_resumes(monkeypatch):
     assert before > left_features and left_features * 0.8 < after < left_features * 1.5, (before, after)
 
 
+def test_the_progress_line_counts_training_batches_after_validation_and_the_unfreeze():
+    """The walk saw "epoch 3/6 · unfrozen · batch 0/39" on an 8-batch epoch: after an
+    epoch (or the unfreeze) the line took the total of validation's progress events."""
+    from core.runs.jobs_progress import RunProgress
+    r = RunProgress("r", _cfg("x", "line"), 245, 153)
+    r.begin()
+    r.on_run_start({"path": "frozen-features", "prep_seconds": 1.0, "num_train": 245, "num_val": 153,
+                    "batches_per_epoch": 8, "phases": [{"name": "frozen"}, {"name": "unfrozen"}]})
+    for k in range(1, 9):
+        r.on_batch_end({"epoch": 1, "batch": k, "batches": 8, "loss": 0.5})
+    for k in range(1, 40):
+        r.on_progress({"phase": "val", "epoch": 1, "done": k, "total": 39})
+    record = {"epoch": 1, "seconds": 2.0, "val_seconds": 1.0, "path": "frozen-features"}
+    r.on_epoch_end(record)
+    assert r.phase_text().endswith("batch 0/8"), r.phase_text()
+    r.on_phase_start({"phase": "unfrozen", "path": "plain", "epoch": 2})
+    assert r.phase_text() == "epoch 2/3 · unfrozen · batch 0/8", r.phase_text()
+
+
 def test_eta_of_a_fine_tune_run_counts_its_head_epochs_and_its_plain_ones(monkeypatch):
     """fine_tune with a body to unfreeze: features once, head epochs on them, then plain
     epochs after decoding the training images again; the estimate follows the phases."""

@@ -32,6 +32,7 @@ class RunProgress:
     what: str = ""                     # for decode: which images
     done: int = 0
     total: int = 0
+    train_batches: int = 0             # batches per training epoch (``total`` is the phase's, validation's too)
     epoch: int = 0
     path: str = ""                     # the path now: frozen-features | plain (the result's when done)
     stage: str = ""                    # the schedule's phase now ("frozen", "unfrozen", ...)
@@ -95,16 +96,18 @@ class RunProgress:
         self.num_train, self.num_val = info["num_train"], info["num_val"]
         phases = info.get("phases") or [{}]
         self.stage, self.stages = phases[0].get("name", ""), len(phases)
-        self._enter("train", info["batches_per_epoch"])
+        self.train_batches = info["batches_per_epoch"]
+        self._enter("train", self.train_batches)
 
     def on_phase_start(self, info: dict) -> None:
         # The unfreeze: its decoding is over; from here epochs take the new path.
         self.stage, self.path = info["phase"], info["path"]
-        self._enter("train", self.total)
+        self._enter("train", self.train_batches)  # not self.total: validation's batches
         self.phase_started = time.time()
 
     def on_batch_end(self, info: dict) -> None:
-        self._enter("train", info["batches"])
+        self.train_batches = info["batches"]
+        self._enter("train", self.train_batches)
         self.epoch, self.done = max(info["epoch"], 1), info["batch"]
 
     def on_epoch_end(self, record: dict) -> None:
@@ -114,7 +117,7 @@ class RunProgress:
             self.measured["train"] = (self.num_train, train_s)
             if record.get("val_seconds"):
                 self.measured["forward"] = (self.num_val, record["val_seconds"])
-        self._enter("train", self.total)
+        self._enter("train", self.train_batches)  # not self.total: validation's batches
         self.phase_started = time.time()
 
     # ---- time left -----------------------------------------------------------------

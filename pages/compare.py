@@ -52,45 +52,50 @@ st.dataframe([row(loaded[d]) for d in chosen], width="stretch", hide_index=True,
              column_config={"best val acc": st.column_config.NumberColumn(format="%.1f%%")})
 
 st.divider()
-focus = st.selectbox("A closer look at", chosen, format_func=lambda d: by_dir[d]["name"])
-run = loaded[focus]
-phases = schedule_view.phase_rows(run["summary"], run["config"].get("freeze"))
-if phases:
-    st.caption(f"Schedule: {schedule_view.run_schedule(run['config'])}")
-    st.dataframe(phases, width="stretch", hide_index=True)
-try:
-    ev = common.cached_evaluation(focus, Path(focus, "summary.json").stat().st_mtime)
-except RunError as e:  # an imported run: its photos are on the machine that trained it
-    st.info(f"Not evaluated here: {e}.", icon=":material/info:")
-    ev = None
-except Exception as e:  # noqa: BLE001 - e.g. the dataset moved since training
-    st.error(f"Cannot evaluate this run on its validation images: {e}")
-    ev = None
-if ev:
-    st.caption(f"Validation accuracy of the saved weights: **{ev['accuracy']:.1%}** on {sum(map(sum, ev['confusion']))} images"
-               + (f" ({len(ev['unreadable'])} files no longer readable)" if ev["unreadable"] else ""))
-    c1, c2 = st.columns(2)
-    fig = px.imshow(ev["confusion"], x=ev["classes"], y=ev["classes"], text_auto=True, color_continuous_scale="Blues",
-                    labels={"x": "predicted", "y": "true", "color": "images"}, title="Confusion matrix")
-    c1.plotly_chart(fig, width="stretch")
-    per = [{"class": c, "accuracy": a} for c, a in ev["per_class"].items() if a is not None]
-    c2.plotly_chart(px.bar(per, x="class", y="accuracy", range_y=[0, 1], title="Per-class accuracy"), width="stretch")
+if fresh or st.session_state[S.COMPARE_FOCUS] not in chosen:  # a new run of this tab, else the last look
+    S.put(S.COMPARE_FOCUS, chosen[0])
+focus = st.selectbox("A closer look at", chosen, format_func=lambda d: common.run_label(by_dir[d]), **S.bind(S.COMPARE_FOCUS))
+# One slot for everything about the focused run: filled anew each run, so while another
+# run is evaluated the last one's numbers and export download are gone, not left faded.
+with st.empty().container():
+    run = loaded[focus]
+    phases = schedule_view.phase_rows(run["summary"], run["config"].get("freeze"))
+    if phases:
+        st.caption(f"Schedule: {schedule_view.run_schedule(run['config'])}")
+        st.dataframe(phases, width="stretch", hide_index=True)
+    try:
+        ev = common.cached_evaluation(focus, Path(focus, "summary.json").stat().st_mtime)
+    except RunError as e:  # an imported run: its photos are on the machine that trained it
+        st.info(f"Not evaluated here: {e}.", icon=":material/info:")
+        ev = None
+    except Exception as e:  # noqa: BLE001 - e.g. the dataset moved since training
+        st.error(f"Cannot evaluate this run on its validation images: {e}")
+        ev = None
+    if ev:
+        st.caption(f"Validation accuracy of the saved weights: **{ev['accuracy']:.1%}** on {sum(map(sum, ev['confusion']))} images"
+                   + (f" ({len(ev['unreadable'])} files no longer readable)" if ev["unreadable"] else ""))
+        c1, c2 = st.columns(2)
+        fig = px.imshow(ev["confusion"], x=ev["classes"], y=ev["classes"], text_auto=True, color_continuous_scale="Blues",
+                        labels={"x": "predicted", "y": "true", "color": "images"}, title="Confusion matrix")
+        c1.plotly_chart(fig, width="stretch")
+        per = [{"class": c, "accuracy": a} for c, a in ev["per_class"].items() if a is not None]
+        c2.plotly_chart(px.bar(per, x="class", y="accuracy", range_y=[0, 1], title="Per-class accuracy"), width="stretch")
 
-    st.subheader("Validation images, mistakes first")
-    rows = sorted(ev["predictions"], key=lambda r: (r["true"] == r["pred"], r["prob"]))
-    show = st.slider("How many", 4, min(64, len(rows)), min(16, len(rows)), step=4) if len(rows) > 4 else len(rows)
-    cols = st.columns(4)
-    for k, r in enumerate(rows[:show]):
-        mark = "right:" if r["true"] == r["pred"] else "WRONG:"
-        cols[k % 4].image(r["path"], caption=f"{mark} pred {r['pred']} ({r['prob']:.0%}) · true {r['true']}", width="stretch")
+        st.subheader("Validation images, mistakes first")
+        rows = sorted(ev["predictions"], key=lambda r: (r["true"] == r["pred"], r["prob"]))
+        show = st.slider("How many", 4, min(64, len(rows)), min(16, len(rows)), step=4) if len(rows) > 4 else len(rows)
+        cols = st.columns(4)
+        for k, r in enumerate(rows[:show]):
+            mark = "right:" if r["true"] == r["pred"] else "WRONG:"
+            cols[k % 4].image(r["path"], caption=f"{mark} pred {r['pred']} ({r['prob']:.0%}) · true {r['true']}", width="stretch")
 
-st.divider()
-export_view.section(focus, run["name"], key="compare")
-st.divider()
-with st.popover("Delete this run", icon=":material/delete:"):
-    st.write(f"Delete **{run['name']}** and its weights from disk?")
-    if st.button("Delete", type="primary"):
-        delete_run(focus)
-        S.put(S.SELECTED_RUNS, [d for d in chosen if d != focus])
-        st.cache_data.clear()
-        st.rerun()
+    st.divider()
+    export_view.section(focus, run["name"], key="compare")
+    st.divider()
+    with st.popover("Delete this run", icon=":material/delete:"):
+        st.write(f"Delete **{run['name']}** and its weights from disk?")
+        if st.button("Delete", type="primary"):
+            delete_run(focus)
+            S.put(S.SELECTED_RUNS, [d for d in chosen if d != focus])
+            st.cache_data.clear()
+            st.rerun()

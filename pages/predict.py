@@ -16,9 +16,12 @@ all_runs = common.require_runs("No trained run yet. Train one on the Train page,
 by_dir = {r["dir"]: r for r in all_runs}
 fresh = common.new_runs_of_this_tab(by_dir, "_predict_seen")
 if fresh or st.session_state[S.PREDICT_RUN] not in by_dir:
-    # This tab's newest run, when it trained one since the last visit (the server's runs
-    # are everyone's); else the one chosen before; else the most accurate.
-    S.put(S.PREDICT_RUN, fresh[0] if fresh else max(all_runs, key=lambda r: r["summary"].get("best_val_acc") or 0)["dir"])
+    # This tab's newest run since the last visit (the server's runs are everyone's), one
+    # that ran to the end before one that was stopped part-way; else the one chosen
+    # before; else the most accurate.
+    finished = [d for d in fresh if not by_dir[d]["summary"].get("stopped")]
+    S.put(S.PREDICT_RUN, (finished or fresh)[0] if fresh else
+          max(all_runs, key=lambda r: r["summary"].get("best_val_acc") or 0)["dir"])
 st.selectbox("Model (a finished run)", list(by_dir), format_func=lambda d: common.run_label(by_dir[d]), **S.bind(S.PREDICT_RUN))
 run_dir = st.session_state[S.PREDICT_RUN]
 predictor = common.predictor_for(run_dir)

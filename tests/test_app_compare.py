@@ -23,3 +23,20 @@ def test_compare_two_runs_and_delete_one(app, tiny_split, isolated_dirs):
     from core.runs.store import list_runs
     left = [r["dir"] for r in list_runs(isolated_dirs / "runs")]
     assert focus not in left and len(left) == 1
+
+
+def test_the_closer_look_survives_a_visit_to_predict_and_stopped_runs_say_so(app, tiny_split, isolated_dirs):
+    import json
+    from pathlib import Path
+    first = make_run(tiny_split, isolated_dirs / "runs", "first")
+    second = make_run(tiny_split, isolated_dirs / "runs", "second", epochs=2)
+    summary = Path(second, "summary.json")  # as a Stop after one of two epochs leaves it
+    summary.write_text(json.dumps({**json.loads(summary.read_text()), "stopped": True, "epochs": 1}))
+    at = app("pages/compare.py")
+    box = at.selectbox(key="_w.compare_focus")
+    assert "stopped after 1 of 2 epochs" in box.format_func(str(second)) and "stopped" not in box.format_func(str(first))
+    box.set_value(str(first)).run()
+    at.switch_page("pages/predict.py").run()
+    assert not at.exception
+    at.switch_page("pages/compare.py").run()
+    assert at.selectbox(key="_w.compare_focus").value == str(first)

@@ -155,7 +155,8 @@ def new_runs_of_this_tab(by_dir: dict, seen_key: str) -> list[str]:
 
 def run_label(r: dict) -> str:
     s, c = r["summary"], r["config"]
-    return f"{r['name']} — {c.get('arch')} · best val {s.get('best_val_acc', 0):.1%}"
+    stopped = f" · stopped after {s.get('epochs', '?')} of {s.get('epochs_planned', '?')} epochs" if s.get("stopped") else ""
+    return f"{r['name']} — {c.get('arch')} · best val {s.get('best_val_acc', 0):.1%}{stopped}"
 
 
 @st.cache_resource

@@ -50,6 +50,7 @@ LR_FIND = "lr_find"                # the last learning-rate sweep's result (ui/l
 # Compare / Predict
 SELECTED_RUNS = "selected_runs"
 PREDICT_RUN = "predict_run"
+COMPARE_FOCUS = "compare_focus"    # the run under Compare's "A closer look at"
 SESSION = "session_id"             # one per browser tab, kept in the URL across refreshes
 
 # The dashboard's schedule is fastai's fine_tune: with the default feature-extractor freeze
@@ -59,7 +60,7 @@ SESSION = "session_id"             # one per browser tab, kept in the URL across
 SETUP_DEFAULTS = {DATA_SOURCE: "demo", FOLDER_PATH: None, ZIP_PATH: None, ZIP_NAME: None, OWN_DATASET: None, VAL_SPLIT: 0.2, DATA_SEED: 0,
                   ARCH: "mobilenet_v2", WEIGHTS: "imagenet", WEIGHTS_FILE: None, HIDDEN: 0, DROPOUT: 0.0,
                   FREEZE: "backbone", TRAIN_CFG: {**TrainConfig().to_dict(), "epochs": 5, "schedule": "fine_tune"},
-                  RUN_NAME: "", JOB_ID: None, SELECTED_RUNS: [], PREDICT_RUN: None, LR_FIND: None}
+                  RUN_NAME: "", JOB_ID: None, SELECTED_RUNS: [], PREDICT_RUN: None, COMPARE_FOCUS: None, LR_FIND: None}
 # Bounds of the Train page's inputs (and of the fields it does not show); a saved setup is
 # clamped into them: a widget refuses a value outside its bounds, and a session file is
 # not trusted.

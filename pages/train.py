@@ -168,8 +168,8 @@ def show_job(job) -> None:
         elif run.status == "done" and job.kind == "lr_find":
             st.success(f"{run.label}: {run.outcome()} · {run.elapsed:.1f}s in all", icon=":material/insights:")
         elif run.status == "done":
-            how = {"frozen-features": "head trained on cached features", "plain": "whole network trained"}.get(
-                run.path, "head-only epochs on cached features, then the whole network")
+            how = {"frozen-features": "head trained on cached features", "plain": "images through the network, unfrozen layers trained"}.get(
+                run.path, "head-only epochs on cached features, then the unfrozen layers on images")
             prep = ("features reused from an earlier run" if run.feature_hits else
                     "reading images and extracting features" if run.path.startswith("frozen-features") else "reading images")
             st.success(f"{run.label}: {run.outcome()} · {run.elapsed:.1f}s in all ({run.prep_seconds:.1f}s {prep}; {how})")

@@ -41,7 +41,7 @@ def test_fine_tune_chosen_on_the_pages_is_what_the_run_did(app, tiny_folders, is
     wait_for_jobs(at.session_state[S.SESSION])
     at.run()
     assert not at.exception
-    assert any("head-only epochs on cached features, then the whole network" in s.value for s in at.success)
+    assert any("head-only epochs on cached features, then the unfrozen layers on images" in s.value for s in at.success)
     (run,) = list_runs(isolated_dirs / "runs")
     assert run["config"]["train"]["schedule"] == "fine_tune" and run["config"]["freeze"] == "none"
     assert run["config"]["schedule_text"].startswith("fine_tune: 1 head-only epoch")
@@ -132,5 +132,5 @@ def test_compare_shows_each_runs_schedule_and_phases(app, tiny_split, isolated_d
     next(s for s in at.selectbox if s.label == "A closer look at").set_value(str(runs / "tuned")).run()
     assert not at.exception
     phases = at.dataframe[1].value
-    assert phases["phase"].tolist() == ["frozen", "unfrozen"] and phases["path"].tolist() == ["cached features", "whole network"]
+    assert phases["phase"].tolist() == ["frozen", "unfrozen"] and phases["path"].tolist() == ["cached features", "images through the network"]
     assert json.dumps(phases["rates toward the input"].tolist()) == json.dumps(["one rate", "÷100"])

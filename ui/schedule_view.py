@@ -103,7 +103,7 @@ def phase_rows(summary: dict, base_freeze=None) -> list[dict]:
                      "head lr (peak)": lr_text(lr) if isinstance(lr, (int, float)) and lr > 0 else "—",
                      "rates toward the input": f"÷{spread:g}" if isinstance(spread, (int, float)) and spread > 1 else "one rate",
                      "scheduler": SCHEDULER_LABELS.get(p.get("scheduler"), p.get("scheduler")),
-                     "path": {"frozen-features": "cached features", "plain": "whole network"}.get(p.get("path"), p.get("path")),
+                     "path": {"frozen-features": "cached features", "plain": "images through the network"}.get(p.get("path"), p.get("path")),
                      "micro-batch": str(p["micro_batch"]) if p.get("micro_batch") else "—"})
         if "bn_frozen" in p:  # runs saved before BatchNorm statistics could be kept lack it
             body_frozen = p.get("freeze") == "backbone" or (p.get("freeze") is None and base_freeze == "backbone")

@@ -32,7 +32,8 @@ def arch_label(name: str) -> str:
     i = by_name[name]
     mark = "pretrained weights here" if i["pretrained_local"] else "pretrained: needs download"
     family = f" ({i['family']})" if i["family"] != name else ""
-    return f"{name}{family} · {(i['params'] or 0) / 1e6:.1f}M params · {mark}"
+    # torchvision's count is the ImageNet model's (1000-class head): say so, as the totals below count ours.
+    return f"{name}{family} · {(i['params'] or 0) / 1e6:.1f}M params with the ImageNet head · {mark}"
 
 
 st.selectbox("Architecture (grouped by family)", [i["arch"] for i in infos], format_func=arch_label, **S.bind(S.ARCH))
@@ -61,7 +62,8 @@ if st.session_state[S.WEIGHTS] == "file":
         if st.session_state[S.WEIGHTS_FILE]:
             st.info(f"Nothing changed: still using **{Path(st.session_state[S.WEIGHTS_FILE]).name}**, uploaded before.")
     if not st.session_state[S.WEIGHTS_FILE]:
-        st.info("Upload a file, or choose ImageNet or random init.")
+        if up is None:  # after a refused file the error above says what to do
+            st.info("Upload a file, or choose ImageNet or random init.")
         st.stop()
 
 c1, c2 = st.columns(2)
@@ -113,7 +115,9 @@ st.subheader("Stages")
 st.caption(f"Head: `{summary['head']}` · {summary['in_features']} input features → {num_classes} classes")
 rows = [{"stage": r["name"], "parameters": r["params"], "trainable": r["trainable"] > 0,
          "trainable parameters": r["trainable"]} for r in summary["stages"]]
-st.dataframe(rows, width="stretch", hide_index=True)
+counts = st.column_config.NumberColumn(format="localized")  # 2,223,872 as in the totals below
+st.dataframe(rows, width="stretch", hide_index=True,
+             column_config={"parameters": counts, "trainable parameters": counts})
 m1, m2, m3 = st.columns(3)
 m1.metric("Total parameters", f"{summary['total_params']:,}")
 m2.metric("Trainable", f"{summary['trainable_params']:,}")
@@ -124,8 +128,9 @@ if built is not None and built.load_report is not None:
     st.subheader("Weights load report")
     st.caption(f"{built.weights}: {r.summary()} · body tensors loaded {r.backbone_loaded}/{r.backbone_total}")
     with st.expander("Details"):
-        st.write("**Skipped (shape differs)**")
-        st.dataframe(r.skipped_shape or [{"name": "none"}], width="stretch", hide_index=True)
+        st.write("**Skipped (shape differs)**" + ("" if r.skipped_shape else ": none"))
+        if r.skipped_shape:
+            st.dataframe(r.skipped_shape, width="stretch", hide_index=True)
         c1, c2 = st.columns(2)
         c1.write("**Missing (kept random)**")
         c1.write(r.missing or "none")

@@ -250,6 +250,14 @@ def test_a_signal_inside_the_forward_window_is_the_same_stop_and_a_later_one_abo
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     assert capsys.readouterr().err.count("stopping (notice)") == 1
+    alone = stop_signals.StopOnSignal(None, window_s=0.0)  # one process: nothing forwards, the second aborts
+    try:
+        alone._handle(signal.SIGINT, None)
+        with pytest.raises(KeyboardInterrupt):
+            alone._handle(signal.SIGINT, None)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 # ---- without a process group --------------------------------------------------------------

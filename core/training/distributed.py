@@ -49,7 +49,7 @@ import torch
 import torch.distributed as dist
 
 from core.errors import ImageReadError, TransferLabError
-from core.training.stop_signals import STOP_NOTICE, StopOnSignal, ignore_stops
+from core.training.stop_signals import FORWARD_WINDOW_S, STOP_NOTICE, StopOnSignal, ignore_stops
 
 DEFAULT_TIMEOUT_S = 300
 _SHARD_SEED = 1_000_003  # per-rank offset of augmentation seeds: ranks draw different crops
@@ -240,7 +240,7 @@ def run_command(device_name: str, command) -> int:
     Under torchrun: errors, aborts and lost peers become one line from one rank (see the
     module docstring)."""
     ranks = from_env()
-    signals = StopOnSignal(STOP_NOTICE if ranks.is_main else None).install()
+    signals = StopOnSignal(STOP_NOTICE if ranks.is_main else None, FORWARD_WINDOW_S if ranks.active else 0.0).install()
     if not ranks.active:
         try:
             return command(ranks, signals.event)

@@ -33,12 +33,13 @@ def abort(_signum=None, _frame=None):
 
 class StopOnSignal:
     """While installed, SIGINT/SIGTERM set ``event`` (the trainer's stop signal) instead of
-    raising; a signal after ``FORWARD_WINDOW_S`` aborts.  ``notice`` is printed once, on
+    raising; a later one aborts, once ``window_s`` has passed (0 in one process, where
+    nothing forwards: the second Ctrl-C aborts whenever it comes).  ``notice`` is printed once, on
     stderr, when the first arrives (None: silent, as on ranks other than 0)."""
 
-    def __init__(self, notice: str | None):
+    def __init__(self, notice: str | None, window_s: float = FORWARD_WINDOW_S):
         self.event = threading.Event()
-        self.notice = notice
+        self.notice, self.window_s = notice, window_s
         self.first_at: float | None = None
         self._previous: dict = {}
 
@@ -59,7 +60,7 @@ class StopOnSignal:
             self.event.set()
             if self.notice:
                 print(self.notice, file=sys.stderr, flush=True)
-        elif now - self.first_at >= FORWARD_WINDOW_S:
+        elif now - self.first_at >= self.window_s:
             abort(signum, frame)
 
 

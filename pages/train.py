@@ -62,6 +62,13 @@ with st.expander("Hyperparameters", expanded=True):
     c2.checkbox("Fast paths (same results, less time)", **S.bind(S.TRAIN_CFG, "fast"))
     cfg = common.train_config()  # as the widgets above left it
     st.caption("**Schedule:** " + schedule_view.caption(cfg, freeze, S.freeze_label(freeze)))
+    gap = schedule_view.recipe_gap(cfg, freeze, st.session_state[S.WEIGHTS])
+    if gap:
+        c1, c2 = st.columns([4, 1])
+        c1.info(gap, icon=":material/tips_and_updates:")
+        if c2.button("Use the fine-tune recipe"):
+            S.put(S.TRAIN_CFG, {**st.session_state[S.TRAIN_CFG], **FINE_TUNE_RECIPE})
+            st.rerun()
     if st.session_state[S.WEIGHTS] == "none" and cfg.schedule != "standard" and freeze != "backbone":
         st.warning(f"Random init with **{cfg.schedule}**: its head-only epochs train a classifier on random features, "
                    "which teaches little. From scratch, the standard schedule is the usual choice.",

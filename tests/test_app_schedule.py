@@ -134,3 +134,17 @@ def test_compare_shows_each_runs_schedule_and_phases(app, tiny_split, isolated_d
     phases = at.dataframe[1].value
     assert phases["phase"].tolist() == ["frozen", "unfrozen"] and phases["path"].tolist() == ["cached features", "images through the network"]
     assert json.dumps(phases["rates toward the input"].tolist()) == json.dumps(["one rate", "÷100"])
+
+
+def test_a_partial_freeze_at_the_tutorials_rate_is_offered_the_fine_tune_recipe(app, tiny_folders, isolated_dirs):
+    """The walk's trap: five stages frozen, fine_tune at 0.001, the head at chance after its
+    epoch.  The Train page says so and one click sets the measured recipe."""
+    from core.training.schedules import FINE_TUNE_RECIPE
+    at = app("pages/train.py", tiny_state(tiny_folders, **{S.WEIGHTS: "imagenet", S.ARCH: "mobilenet_v2", S.FREEZE: 5}))
+    assert not at.exception
+    assert any("near chance" in i.value for i in at.info)
+    next(b for b in at.button if b.label == "Use the fine-tune recipe").click().run()
+    cfg = at.session_state[S.TRAIN_CFG]
+    assert all(cfg[k] == v for k, v in FINE_TUNE_RECIPE.items())
+    assert number(at, "Learning rate").value == FINE_TUNE_RECIPE["lr"]
+    assert not any("near chance" in i.value for i in at.info)

@@ -38,6 +38,21 @@ def caption(cfg, freeze, freeze_words: str) -> str:
     return f"{text}; the body then trains as the Model page allows ({freeze_words})."
 
 
+def recipe_gap(cfg: TrainConfig, freeze, weights: str) -> str | None:
+    """Why the fine-tune recipe would serve this setup better, or None.  The walk found a
+    newcomer trap: freeze part of the body, keep the tutorial's 0.001, and fine_tune's
+    head-only epoch (a few steps under one-cycle) leaves the head at chance."""
+    if cfg.schedule == "standard" or freeze == "backbone" or weights != "imagenet":
+        return None
+    r = FINE_TUNE_RECIPE
+    if cfg.optimizer == r["optimizer"] and cfg.lr >= r["lr"] / 3:
+        return None
+    return (f"**{cfg.schedule}** at {OPTIMIZERS.get(cfg.optimizer, cfg.optimizer)} {lr_text(cfg.lr)} may leave the new "
+            f"head near chance after its head-only epoch on a small dataset (few steps). The recipe measured on real "
+            f"photos here: {OPTIMIZERS.get(r['optimizer'], r['optimizer'])} {lr_text(r['lr'])}, then ÷{r['unfreeze_div']:g} "
+            f"once unfrozen, ÷{r['lr_spread']:g} toward the input. Or find a learning rate below.")
+
+
 def recipe_text(epochs: int) -> str:
     """The transfer-vs-scratch experiment's three runs, the fine-tuned one's recipe spelled out."""
     r = {**TrainConfig().to_dict(), **FINE_TUNE_RECIPE}

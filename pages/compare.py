@@ -55,22 +55,25 @@ st.divider()
 if fresh or st.session_state[S.COMPARE_FOCUS] not in chosen:  # a new run of this tab, else the last look
     S.put(S.COMPARE_FOCUS, chosen[0])
 focus = st.selectbox("A closer look at", chosen, format_func=lambda d: common.run_label(by_dir[d]), **S.bind(S.COMPARE_FOCUS))
-# One slot for everything about the focused run: filled anew each run, so while another
-# run is evaluated the last one's numbers and export download are gone, not left faded.
-with st.empty().container():
-    run = loaded[focus]
+# One slot for everything about the focused run.  Its first content is a single line, so
+# while another run is evaluated the last one's numbers and export download are gone
+# rather than left faded and clickable (a container in the same place keeps them).
+slot = st.empty()
+slot.caption(f"Looking at **{by_dir[focus]['name']}**…")
+run = loaded[focus]
+try:
+    ev, problem = common.cached_evaluation(focus, Path(focus, "summary.json").stat().st_mtime), None
+except RunError as e:  # an imported run: its photos are on the machine that trained it
+    ev, problem = None, (st.info, f"Not evaluated here: {e}.")
+except Exception as e:  # noqa: BLE001 - e.g. the dataset moved since training
+    ev, problem = None, (st.error, f"Cannot evaluate this run on its validation images: {e}")
+with slot.container():
     phases = schedule_view.phase_rows(run["summary"], run["config"].get("freeze"))
     if phases:
         st.caption(f"Schedule: {schedule_view.run_schedule(run['config'])}")
         st.dataframe(phases, width="stretch", hide_index=True)
-    try:
-        ev = common.cached_evaluation(focus, Path(focus, "summary.json").stat().st_mtime)
-    except RunError as e:  # an imported run: its photos are on the machine that trained it
-        st.info(f"Not evaluated here: {e}.", icon=":material/info:")
-        ev = None
-    except Exception as e:  # noqa: BLE001 - e.g. the dataset moved since training
-        st.error(f"Cannot evaluate this run on its validation images: {e}")
-        ev = None
+    if problem:
+        problem[0](problem[1])
     if ev:
         st.caption(f"Validation accuracy of the saved weights: **{ev['accuracy']:.1%}** on {sum(map(sum, ev['confusion']))} images"
                    + (f" ({len(ev['unreadable'])} files no longer readable)" if ev["unreadable"] else ""))

@@ -89,7 +89,7 @@ def run_experiment(cfg: ExperimentConfig, listeners=(), runs_dir=None, dataset: 
     if on_trainer:
         on_trainer(trainer)
 
-    def finish(result) -> Path:
+    def finish() -> Path:
         writer.finish(seconds=time.perf_counter() - t0, num_train=len(dataset.train), num_val=len(dataset.val),
                       skipped=len(dataset.skipped))
         return writer.final
@@ -106,12 +106,12 @@ def run_experiment(cfg: ExperimentConfig, listeners=(), runs_dir=None, dataset: 
         kept.stopped, kept.stop_phase = True, kept.stop_phase or "lost a rank"
         kept.seconds = time.perf_counter() - t0
         writer.on_run_end(kept)
-        ranks.kept = {"run_dir": str(finish(kept)), "epoch": kept.best_epoch, "val_acc": kept.best_val_acc}
+        ranks.kept = {"run_dir": str(finish()), "epoch": kept.best_epoch, "val_acc": kept.best_val_acc}
         raise
     seconds = time.perf_counter() - t0
     if writer is None or result.best_state is None:
         return None, result, seconds
-    return finish(result), result, seconds
+    return finish(), result, seconds
 
 
 def run_lr_find(cfg: ExperimentConfig, listeners=(), dataset: Dataset | None = None, stop=None,

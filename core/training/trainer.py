@@ -64,6 +64,7 @@ class Trainer:
             from core.training.feature_cache import default_cache
             feature_cache = default_cache()
         self.feature_cache = feature_cache if cfg.feature_cache else None
+        self.result: TrainResult | None = None  # fit's result so far (read after a failure)
         self.feature_pool = None  # frozen_path.FeaturePool: a subset's features are rows of these (data_efficiency.py)
 
     # ---- events ----------------------------------------------------------------------

@@ -2,6 +2,7 @@
 transfer-vs-scratch experiment and the learning-rate finder.  Jobs (runs and sweeps) run
 in the server's training queue (core/runs/jobs.py), never in the script run."""
 import time
+from pathlib import Path
 
 import streamlit as st
 
@@ -149,6 +150,11 @@ def curves(job):
 
 def show_job(job) -> None:
     st.subheader(job.title)
+    trained_on = job.runs[0].config.data if job.runs else None
+    if trained_on and S.data_path() and Path(trained_on).resolve() != Path(S.data_path()).resolve():
+        # The panel is this tab's last job, and the Data page has moved on since it began.
+        st.caption(f"This job uses the dataset at `{trained_on}`; the Data page now selects "
+                   f"**{S.data_label()}**, which the next Start will use.")
     if job.status == "queued":
         pos = queue.position(job)
         st.info(f"Waiting in the server's training queue: **{ordinal(pos)} in line**, starts in about "

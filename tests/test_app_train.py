@@ -34,6 +34,16 @@ def test_start_trains_in_background_and_saves_a_run(app, tiny_folders, isolated_
     runs = list_runs(isolated_dirs / "runs")
     assert len(runs) == 1 and runs[0]["summary"]["epochs"] == 2
     assert runs[0]["config"]["arch"] == "mobilenet_v3_small"
+    assert not any("the Data page now selects" in c.value for c in at.caption)
+    # The Data page moves on: the panel still shows this tab's last job, and says it used other data.
+    other = isolated_dirs / "other"
+    for cls in ("a", "b"):
+        (other / cls).mkdir(parents=True)
+        for f in sorted((tiny_folders / ("red" if cls == "a" else "blue")).iterdir()):
+            (other / cls / f.name).write_bytes(f.read_bytes())
+    at.session_state[S.FOLDER_PATH] = str(other)
+    at.run()
+    assert any("the Data page now selects" in c.value for c in at.caption)
 
 
 def test_transfer_vs_scratch_runs_three(app, tiny_folders, isolated_dirs, mobilenet_file):

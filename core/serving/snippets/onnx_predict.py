@@ -3,6 +3,8 @@
 Needs no transferlab: pip install onnxruntime pillow numpy
 Usage: python onnx_predict.py PHOTO [MODEL]
 The class names, input size and mean/std travel inside the .onnx file (metadata).
+This file stands alone (a user copies it beside the model); its preprocessing is the
+same in each format's snippet on purpose, and tests check it against torchvision's.
 """
 import json
 import sys

@@ -4,6 +4,8 @@ Needs no transferlab: pip install torch torchvision safetensors pillow numpy
 Usage: python safetensors_predict.py PHOTO [MODEL]
 The file holds the whole network's weights; its metadata says which torchvision
 architecture they fit, how the new head is shaped, the class names and the input.
+This file stands alone (a user copies it beside the model); its preprocessing is the
+same in each format's snippet on purpose, and tests check it against torchvision's.
 """
 import json
 import sys

@@ -10,6 +10,8 @@ before any tensor is trusted, a zip-format ``.pth`` must pass the CRC of every r
 (``torch.load`` never checks them, so flipped bytes loaded silently) and a safetensors
 header must agree with the file's size; afterwards no floating tensor may hold NaN or
 inf (a flipped exponent byte, in the old non-zip format that has no CRC at all).
+Before all that, a file named like torch hub's ``name-<sha256 prefix>.pth`` must match
+the hash in its name (``file_hash``): the only check that covers every byte.
 Whatever torch or safetensors raise on a hostile file becomes a ``WeightsError``
 naming the file.
 """
@@ -30,6 +32,7 @@ import torch
 from torch import nn
 
 from core.errors import WeightsError
+from core.models.file_hash import check_name_hash
 
 WRAPPER_KEYS = ("state_dict", "model_state_dict", "model", "net", "module", "weights")
 
@@ -40,6 +43,7 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise WeightsError(f"weights file not found: {path}")
     head = _head(path)
+    check_name_hash(path)
     if path.suffix.lower() == ".safetensors" or _looks_like_safetensors(head, path):
         obj = _load_safetensors(path)
     else:

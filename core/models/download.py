@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import re
 import tempfile
 import urllib.error
 import urllib.request
@@ -52,8 +51,3 @@ def download(url: str, dest: Path, progress=None, sha256_prefix: str | None = No
         if os.path.exists(tmp):
             os.unlink(tmp)
 
-
-def hub_hash_prefix(filename: str) -> str | None:
-    """torch hub names files ``name-<sha256 prefix>.pth``."""
-    m = re.search(r"-([a-f0-9]{6,})\.", filename)
-    return m.group(1) if m else None

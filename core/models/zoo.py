@@ -15,7 +15,7 @@ import torch
 from torch import nn
 from torchvision import models
 
-from core.models import download
+from core.models import download, file_hash
 
 from core import paths
 from core.models.checkpoint import LoadReport, load_matching, read_state_dict
@@ -51,7 +51,11 @@ def weights_filename(w) -> str:
 
 
 def local_weights(arch: str):
-    """(weights enum, file) of the first version present locally, else None."""
+    """(weights enum, file) of the first version present locally, else None.
+
+    Found by name only, so the picker stays cheap: the file is checked against the hash
+    in its name when it is read (``read_state_dict``), and one that fails is refused
+    there, never swapped for a copy further down this list."""
     for w in weight_versions(arch):
         for d in paths.hub_checkpoint_dirs():
             f = d / weights_filename(w)
@@ -74,7 +78,7 @@ def resolve_imagenet(arch: str, progress=None):
     w = weight_versions(arch)[0]
     dest = paths.hub_checkpoint_dirs()[0] / weights_filename(w)
     try:
-        download.download(w.url, dest, progress, download.hub_hash_prefix(dest.name))
+        download.download(w.url, dest, progress, file_hash.name_hash_prefix(dest.name))
     except Exception as e:
         raise WeightsError(f"no ImageNet weights for {arch} here: expected $TORCH_HOME/hub/checkpoints/{dest.name} "
                            f"(looked in {', '.join(str(d) for d in paths.hub_checkpoint_dirs())}); it comes from {w.url}, "
@@ -90,6 +94,19 @@ def arch_info(arch: str) -> dict:
             "imagenet_acc1": w.meta.get("_metrics", {}).get("ImageNet-1K", {}).get("acc@1"),
             "pretrained_local": found is not None, "local_version": found[0].name if found else None,
             "weights_file": weights_filename(found[0] if found else w), "url": (found[0] if found else w).url}
+
+
+def _read_hub_file(file: Path) -> dict[str, torch.Tensor]:
+    """``read_state_dict`` of a hub copy, whose refusal for a hash mismatch says where the
+    file lies and what to do: the copy is not used, and no other is taken silently."""
+    try:
+        return read_state_dict(file)
+    except file_hash.HashMismatch as e:
+        dirs = paths.hub_checkpoint_dirs()
+        where = ("the torch hub cache ($TORCH_HOME/hub/checkpoints)" if file.parent == dirs[0]
+                 else "the shared folder (shared/torch_home/hub/checkpoints)")
+        raise WeightsError(f"refused {e.name} in {where}: {e.why}; delete it (it is downloaded again where there "
+                           "is a network) or replace it with an intact copy") from None
 
 
 @dataclass
@@ -136,7 +153,7 @@ def build_model(arch: str, num_classes: int, weights: str = "imagenet", hidden: 
     state, source, w = None, None, None
     if weights == "imagenet":
         w, file = resolve_imagenet(arch, progress)
-        state, source = read_state_dict(file), f"imagenet:{w.name}"
+        state, source = _read_hub_file(file), f"imagenet:{w.name}"
     elif weights not in ("none", "", None):
         state, source = read_state_dict(weights), f"file:{Path(weights).name}"
     spec = ModelSpec(arch, num_classes, hidden, dropout, dict(fam.pretrained_kwargs) if weights == "imagenet" else {})

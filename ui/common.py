@@ -33,7 +33,7 @@ def experiment(ds, weights: str | None = None, freeze=None, name: str | None = N
     return ExperimentConfig(data=str(ds.root), arch=ss[S.ARCH], weights=weights or S.weights_argument(),
                             freeze=ss[S.FREEZE] if freeze is None else freeze, hidden=int(ss[S.HIDDEN]),
                             dropout=float(ss[S.DROPOUT]), val_split=float(ss[S.VAL_SPLIT]), name=name,
-                            train=train_config(overrides))
+                            train=train_config(overrides), confine=True)
 
 
 def train_config(overrides: dict | None = None):
@@ -66,8 +66,9 @@ def page_link(title: str, label: str | None = None) -> None:
 
 @st.cache_data(show_spinner="Reading the dataset…", max_entries=16)
 def cached_scan(source: str, val_split: float, seed: int, version: str | None = None):
-    """``version`` is part of the cache key only: it changes when a dataset changes under the same path."""
-    return scan_dataset(source, val_split, seed)
+    """``version`` is part of the cache key only: it changes when a dataset changes under the same path.
+    Confined: a link inside a visitor's dataset does not reach the rest of the server."""
+    return scan_dataset(source, val_split, seed, confine=True)
 
 
 def current_dataset():

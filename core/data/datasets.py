@@ -35,7 +35,7 @@ class Dataset:
     classes: list[str]
     train: list[tuple[str, int]]
     val: list[tuple[str, int]]
-    skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (path relative to root, reason)
     layout: str = "split"  # "split" (train/ + val/) or "folders" (split by seed)
     val_split: float | None = None
     seed: int | None = None
@@ -65,17 +65,35 @@ def check_image(path: str) -> str | None:
     return _CHECKED[key]
 
 
-def _class_dirs(folder: Path) -> list[Path]:
-    return sorted((p for p in folder.iterdir() if p.is_dir() and not is_ignored(p)), key=lambda p: p.name)
+def _escapes(p: Path, inside: Path | None) -> bool:
+    """``p`` is a symlink whose target is not under ``inside`` (the confined scan's root).
+    Only links are resolved: a plain entry under the root is under it."""
+    if inside is None or not p.is_symlink():
+        return False
+    try:
+        return not p.resolve(strict=True).is_relative_to(inside)
+    except (OSError, RuntimeError):  # dangling or a loop: nothing to read there anyway
+        return True
 
 
-def _files_of(class_dir: Path, skipped: list) -> list[str]:
+def _class_dirs(folder: Path, inside: Path | None = None) -> list[Path]:
+    # A folder linking outside a confined root is not a class: silently, as hidden ones.
+    return sorted((p for p in folder.iterdir() if p.is_dir() and not is_ignored(p) and not _escapes(p, inside)),
+                  key=lambda p: p.name)
+
+
+def _files_of(class_dir: Path, skipped: list, inside: Path | None = None) -> list[str]:
     files = []
+    # os.walk does not descend into symlinked sub-folders; the class folder itself was
+    # checked by _class_dirs, so only file links are left to confine.
     for dirpath, dirnames, filenames in os.walk(class_dir):
         dirnames[:] = sorted(d for d in dirnames if not is_ignored(Path(d)))
         for name in sorted(filenames):
             p = Path(dirpath) / name
             if is_ignored(p):
+                continue
+            if _escapes(p, inside):
+                skipped.append((str(p), "a link to a file outside the dataset folder: not read"))
                 continue
             if p.suffix.lower() not in IMAGE_SUFFIXES:
                 skipped.append((str(p), f"not an image file (suffix {p.suffix or 'none'})"))
@@ -93,8 +111,9 @@ def _usable(files: list[str], skipped: list) -> list[str]:
     return [f for f, r in zip(files, reasons) if r is None]
 
 
-def _collect(folder: Path, classes: list[str], skipped: list) -> dict[str, list[str]]:
-    return {c: _usable(_files_of(folder / c, skipped), skipped) if (folder / c).is_dir() else [] for c in classes}
+def _collect(folder: Path, classes: list[str], skipped: list, inside: Path | None = None) -> dict[str, list[str]]:
+    return {c: _usable(_files_of(folder / c, skipped, inside), skipped)
+            if (folder / c).is_dir() and not _escapes(folder / c, inside) else [] for c in classes}
 
 
 def stratified_split(per_class: dict[str, list[str]], classes: list[str], val_split: float, seed: int):
@@ -133,45 +152,63 @@ def resolve_source(source: str | os.PathLike, max_zip_bytes: int = archive.DEFAU
 
 
 def scan_dataset(source: str | os.PathLike, val_split: float = 0.2, seed: int = 0,
-                 max_zip_bytes: int = archive.DEFAULT_MAX_BYTES, progress=None) -> Dataset:
-    """Find classes and usable images under ``source`` (folder or .zip)."""
+                 max_zip_bytes: int = archive.DEFAULT_MAX_BYTES, progress=None, *, confine: bool = False) -> Dataset:
+    """Find classes and usable images under ``source`` (folder or .zip).
+
+    ``confine``: read nothing outside the dataset folder; symlinked class folders and
+    files whose target is elsewhere are left out (the dashboard: a link inside an offered
+    folder must not open the rest of the disk to visitors).  The CLI's operator may
+    build a dataset of links on purpose, so it reads them as before.
+    ``skipped`` paths are relative to the dataset folder: they are shown in the browser
+    and written into runs, where the server's layout is nobody's business."""
     if not 0.0 < val_split < 1.0:
         raise DatasetError(f"val split must be between 0 and 1, got {val_split}")
     root = resolve_source(source, max_zip_bytes, progress)
     if not root.is_dir():
         raise DatasetError(f"not a folder: {root}")
+    if confine:
+        root = root.resolve()  # a root reached through a link is confined to where it really is
+    inside = root if confine else None
+    # Messages name folders as the user sees them: from the dataset's own name down when
+    # confined (the browser), by their full path for the CLI's operator.
+    shown = (lambda f: Path(root.name, f.relative_to(root)).as_posix()) if confine else str
     skipped: list[tuple[str, str]] = []
-    top = {p.name.lower(): p for p in _class_dirs(root)}
+    top = {p.name.lower(): p for p in _class_dirs(root, inside)}
     val_dir = next((top[n] for n in VAL_DIR_NAMES if n in top), None)
     if "train" in top and val_dir is not None:
         train_dir = top["train"]
-        classes = sorted({p.name for p in _class_dirs(train_dir)} | {p.name for p in _class_dirs(val_dir)})
-        _require_classes(classes, train_dir)
-        per_train = _collect(train_dir, classes, skipped)
-        per_val = _collect(val_dir, classes, skipped)
-        _require_images(per_train, train_dir)
+        classes = sorted({p.name for p in _class_dirs(train_dir, inside)} | {p.name for p in _class_dirs(val_dir, inside)})
+        _require_classes(classes, shown(train_dir))
+        per_train = _collect(train_dir, classes, skipped, inside)
+        per_val = _collect(val_dir, classes, skipped, inside)
+        _require_images(per_train, shown(train_dir))
         train = [(f, i) for i, c in enumerate(classes) for f in per_train[c]]
         val = [(f, i) for i, c in enumerate(classes) for f in per_val[c]]
         if not val:
-            raise DatasetError(f"no usable validation image in {val_dir}")
-        return Dataset(root, classes, train, val, skipped, "split")
-    classes = [p.name for p in _class_dirs(root)]
-    _require_classes(classes, root)
-    per_class = _collect(root, classes, skipped)
-    _require_images(per_class, root)
+            raise DatasetError(f"no usable validation image in {shown(val_dir)}")
+        return Dataset(root, classes, train, val, _relative(skipped, root), "split")
+    classes = [p.name for p in _class_dirs(root, inside)]
+    _require_classes(classes, shown(root))
+    per_class = _collect(root, classes, skipped, inside)
+    _require_images(per_class, shown(root))
     train, val = stratified_split(per_class, classes, val_split, seed)
-    return Dataset(root, classes, train, val, skipped, "folders", val_split, seed)
+    return Dataset(root, classes, train, val, _relative(skipped, root), "folders", val_split, seed)
 
 
-def _require_classes(classes: list[str], folder: Path) -> None:
+def _relative(skipped: list[tuple[str, str]], root: Path) -> list[tuple[str, str]]:
+    # Every path was built as root / ..., so relative_to cannot fail.
+    return [(Path(p).relative_to(root).as_posix(), reason) for p, reason in skipped]
+
+
+def _require_classes(classes: list[str], folder: str) -> None:
     if len(classes) < 2:
         found = f"only {classes[0]!r}" if classes else "none"
         raise DatasetError(f"{folder} needs at least 2 class folders (found {found}); "
                            "expected <folder>/<class>/<images> or <folder>/train|val/<class>/<images>")
 
 
-def _require_images(per_class: dict[str, list[str]], folder: Path) -> None:
+def _require_images(per_class: dict[str, list[str]], folder: str) -> None:
     empty = [c for c, files in per_class.items() if not files]
     if empty:
-        raise DatasetError(f"class folder {folder / empty[0]} has no usable image"
+        raise DatasetError(f"class folder {folder}/{empty[0]} has no usable image"
                            + (f" (nor {len(empty) - 1} more)" if len(empty) > 1 else ""))

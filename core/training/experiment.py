@@ -34,6 +34,7 @@ class ExperimentConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     sync_bn: bool = False             # under torchrun on GPUs: BatchNorm statistics over the global batch
     sweep: dict | None = None         # a data-efficiency point: {"id", "arm", "n", "seed"} (data_efficiency.py)
+    confine: bool = False             # the dashboard's: read nothing through links out of the dataset folder (scan_dataset)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -64,7 +65,7 @@ def run_experiment(cfg: ExperimentConfig, listeners=(), runs_dir=None, dataset: 
     device = ranks.device if ranks.device is not None else pick_device(cfg.device)
 
     def setup():
-        data = dataset if dataset is not None else scan_dataset(cfg.data, cfg.val_split, cfg.train.seed)
+        data = dataset if dataset is not None else scan_dataset(cfg.data, cfg.val_split, cfg.train.seed, confine=cfg.confine)
         built = prepare_model(cfg, len(data.classes), progress)
         if cfg.sync_bn:
             ranks.sync_batchnorm(built.model)  # in place: BatchNorm layers become SyncBatchNorm
@@ -124,7 +125,7 @@ def run_lr_find(cfg: ExperimentConfig, listeners=(), dataset: Dataset | None = N
     configure_threads()
     device = pick_device(cfg.device)
     if dataset is None:
-        dataset = scan_dataset(cfg.data, cfg.val_split, cfg.train.seed)
+        dataset = scan_dataset(cfg.data, cfg.val_split, cfg.train.seed, confine=cfg.confine)
     built = prepare_model(cfg, len(dataset.classes))
     trainer = Trainer(built.model, cfg.arch, dataset.train, dataset.val, built.transform, cfg.train, device,
                       list(listeners), freeze=cfg.freeze)

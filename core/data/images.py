@@ -65,6 +65,11 @@ def load_rgb(source, draft_size: int | None = None) -> Image.Image:
             warnings.simplefilter("ignore", UserWarning)  # "corrupt EXIF", "tag data larger than file": it decoded
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(source) as img:
+                # The warning filter above is process-wide and threads share it (the scan
+                # checks files in a pool): one thread leaving catch_warnings can drop it
+                # under another.  The size test itself does not depend on it.
+                if Image.MAX_IMAGE_PIXELS and img.width * img.height > Image.MAX_IMAGE_PIXELS:
+                    raise Image.DecompressionBombError("too many pixels")
                 if draft_size and img.format == "JPEG":
                     img.draft("RGB", _draft_target(img.size, draft_size))
                 img.load()
@@ -80,7 +85,9 @@ def load_rgb(source, draft_size: int | None = None) -> Image.Image:
     except EOFError:  # some plugins (GIF, PSD) run out of data this way instead
         raise ImageReadError("truncated or damaged image data", name) from None
     except OSError as e:  # truncated data, broken headers, unreadable files
-        msg = _first_line(e)
+        # An error from the system (a folder, no permission) names the server path in
+        # str(e); its strerror alone says what is wrong.  Pillow's own have no errno.
+        msg = e.strerror if e.errno is not None and e.strerror else _first_line(e)
         if "truncated" in msg.lower():
             raise ImageReadError("truncated or damaged image data", name) from None
         raise ImageReadError(f"unreadable: {msg}", name) from None

@@ -1,8 +1,11 @@
 """Data: choose a dataset, see its classes and counts, the skipped files, augmented samples."""
+from pathlib import Path
+
 import plotly.graph_objects as go
 import streamlit as st
 
 from core import paths
+from core.data import server_folders
 from core.data.datasets import resolve_source
 from core.errors import TransferLabError
 from core.data.transforms import TransformSpec, augmented_samples
@@ -14,7 +17,7 @@ S.init_state()  # idempotent: a page works opened directly, not only through app
 st.title("Data")
 demo = paths.demo_dataset()
 options = (["demo"] if demo else []) + ["folder", "zip", "own"]
-labels = {"demo": "Ants vs bees (demo)", "folder": "A folder on the server", "zip": "Upload a .zip",
+labels = {"demo": "Ants vs bees (demo)", "folder": "A dataset folder on this server", "zip": "Upload a .zip",
           "own": "Make your own classes"}
 if st.session_state[S.DATA_SOURCE] not in options:
     S.put(S.DATA_SOURCE, options[0])
@@ -25,10 +28,10 @@ if not demo:
     if st.button("Download the ants/bees demo (45 MB, from pytorch.org)", icon=":material/download:"):
         bar = st.progress(0.0, text="Downloading…")
         try:
-            got = paths.fetch_demo_dataset(lambda done, total: bar.progress(min(done / max(total, 1), 1.0),
-                                                                            text=f"Downloading… {done / 2**20:.0f} MB"))
-            S.put(S.FOLDER_PATH, str(got))
-            S.put(S.DATA_SOURCE, "folder")
+            paths.fetch_demo_dataset(lambda done, total: bar.progress(min(done / max(total, 1), 1.0),
+                                                                      text=f"Downloading… {done / 2**20:.0f} MB"))
+            # It lands in the data folder, which is never a "folder on the server": it is the demo.
+            S.put(S.DATA_SOURCE, "demo")  # found there from now on (paths.demo_dataset)
             st.rerun()
         except TransferLabError as e:
             bar.empty()
@@ -36,9 +39,29 @@ if not demo:
 
 refused = None  # a refused upload: its message replaces the summary, the setup is unchanged
 if source == "folder":
-    st.text_input("Folder path", **S.bind(S.FOLDER_PATH), placeholder="/path/to/photos",
-                  help="A folder with train/ and val/ class folders, or one folder of class folders.")
-    st.button("Use this folder", type="primary")  # the edit is stored on Enter or on leaving the field; this is the click people look for
+    # Only folders the operator offers (core/data/server_folders.py), shown by their names
+    # under the offered folder, never by their place on the server's disk.
+    offers = {str(o.path): o.label for o in server_folders.offered_folders()}
+    in_use = S.data_path()  # the stored folder, when it is still allowed
+    if in_use and in_use != st.session_state[S.FOLDER_PATH]:
+        S.put(S.FOLDER_PATH, in_use)  # stored as resolved, as the list holds it
+    if in_use and in_use not in offers:  # allowed but not listed (deeper, or not a dataset yet): keep it visible
+        offers[in_use] = server_folders.label(Path(in_use))
+    if offers:
+        bound = S.bind(S.FOLDER_PATH)
+        if st.session_state[bound["key"]] not in offers:
+            st.session_state[bound["key"]] = None  # "nothing chosen", not silently the first folder
+        st.selectbox("Dataset folder", list(offers), format_func=offers.get, placeholder="Choose a folder",
+                     help="Folders the operator of this server offers: train/ and val/ class folders, "
+                          "or one folder of class folders.", **bound)
+    else:
+        st.info(f"No server folders are offered on this server. The operator can put dataset folders into "
+                f"the **{server_folders.DATASETS_DIR_NAME}/** folder beside the app, or name folders in "
+                f"`{server_folders.ROOTS_ENV}`. Meanwhile, upload a .zip or make your own classes.")
+    if st.session_state[S.FOLDER_PATH] and in_use is None:  # e.g. an old saved setup: said as any refusal is
+        refused = server_folders.REFUSAL
+    elif not offers:
+        st.stop()
 elif source == "zip":
     up = st.file_uploader("A .zip of class folders (or of train/ and val/)", type=["zip"])
     if up is None and st.session_state[S.ZIP_NAME]:
@@ -72,7 +95,7 @@ if S.data_path() is None:  # this page is where a dataset is chosen: say how, no
     if source == "own":
         st.stop()  # the editor above already said what the dataset lacks
     st.info("Upload a .zip of class folders above." if source == "zip" else
-            "Type the path of a folder on the server above and press Enter." if source == "folder" else
+            "Choose one of the folders offered above." if source == "folder" else
             "No dataset is selected yet.")
     st.stop()
 ds = common.require_dataset()

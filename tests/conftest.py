@@ -80,9 +80,12 @@ def tiny_split(tmp_path) -> Path:
 
 @pytest.fixture
 def isolated_dirs(tmp_path, monkeypatch):
-    """Runs and extracted uploads go to a temporary folder, not the checkout."""
+    """Runs and extracted uploads go to a temporary folder, not the checkout; the datasets
+    tests write there are the server folders the dashboard offers (its data/ and runs/
+    inside are refused all the same)."""
     monkeypatch.setattr(paths, "DEFAULT_RUNS_DIR", tmp_path / "runs")
     monkeypatch.setattr(paths, "DEFAULT_DATA_DIR", tmp_path / "data")
+    monkeypatch.setenv("TRANSFERLAB_DATASET_ROOTS", str(tmp_path))
     return tmp_path
 
 

@@ -27,14 +27,20 @@ def test_demo_is_preselected_with_counts_and_samples(app, ants_bees):
 def test_folder_source_and_a_bad_folder(app, tiny_folders, tmp_path):
     at = app()
     at.radio(key="_w.data_source").set_value("folder").run()
-    at.text_input[0].input(str(tiny_folders))
-    next(b for b in at.button if b.label == "Use this folder").click().run()
+    at.selectbox(key="_w.folder_path").set_value(str(tiny_folders.resolve())).run()  # offered: conftest's isolated_dirs
     assert not at.exception
     assert "2 classes" in texts(at.success) and "16 training and 4 validation" in texts(at.success)
     assert not at.slider(key="_w.val_split").disabled  # one folder of class folders: the slider splits it
-    at.text_input[0].input(str(tmp_path / "nowhere"))
-    next(b for b in at.button if b.label == "Use this folder").click().run()
-    assert not at.exception and "dataset not found" in texts(at.error)
+    (tmp_path / "one" / "only").mkdir(parents=True)  # not a dataset (one class, no images): not listed
+    at.run()
+    assert [o.rsplit("/", 1)[-1] for o in at.selectbox(key="_w.folder_path").options] == ["tiny"]
+    # A folder that was a dataset when chosen and is not one now: the scan says why, by its name.
+    for f in (tiny_folders / "blue").iterdir():
+        f.write_bytes(b"junk")
+    at.session_state[S.DATA_SEED] = 1  # a new scan (the cached one is keyed by the setup)
+    at.run()
+    assert not at.exception and "tiny/blue has no usable image" in texts(at.error)
+    assert str(tmp_path) not in texts(at.error)
 
 
 def _zip_bytes(entries):

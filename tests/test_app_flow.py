@@ -20,7 +20,7 @@ def test_choices_survive_pages_and_a_refresh_and_are_what_the_run_used(tiny_fold
     at = _fresh().run()
     # Data: a folder on the server, a different split.
     at.radio(key="_w.data_source").set_value("folder").run()
-    at.text_input(key="_w.folder_path").input(str(tiny_folders)).run()
+    at.selectbox(key="_w.folder_path").set_value(str(tiny_folders.resolve())).run()
     at.slider(key="_w.val_split").set_value(0.3).run()
     assert not at.exception and "14 training and 6 validation" in at.success[0].value
 

@@ -22,7 +22,8 @@ import uuid
 import streamlit as st
 
 from core import paths
-from core.data import own_dataset
+from core.data import own_dataset, server_folders
+from core.errors import DatasetError
 from core.runs.store import write_json
 from core.training.schedules import SCHEDULERS, SCHEDULES
 from core.training.trainer import TrainConfig
@@ -193,7 +194,12 @@ def data_path() -> str | None:
         return str(demo) if demo else None
     if source == "own":  # only once it has enough classes and photos: until then nothing is selected
         return own_dataset.ready_path(st.session_state[OWN_DATASET])
-    path = st.session_state[FOLDER_PATH] if source == "folder" else st.session_state[ZIP_PATH]
+    if source == "folder":  # only a folder the operator offers, whatever a saved setup says
+        try:
+            return str(server_folders.check_folder(st.session_state[FOLDER_PATH]))
+        except DatasetError:  # the Data page says why, in words that tell nothing about the disk
+            return None
+    path = st.session_state[ZIP_PATH]
     return path.strip() or None if isinstance(path, str) else None
 
 

@@ -65,18 +65,34 @@ def fetch_demo_dataset(progress=None) -> Path:
     return target
 
 
-def save_upload(data: bytes, name: str) -> Path:
-    """Keep a browser upload as ``<data dir>/uploads/<content digest>/<its own name>``, so
-    every message about it can use the name the user knows.  The name is untrusted: only
-    its last component is kept, without control characters or separators."""
-    import hashlib
-    import re
+def uploads_dir(owner: str) -> Path:
+    """Where a visitor's uploads live: one folder per owner id (``core/access.py``), so
+    the same file uploaded by two visitors is two copies, each deleted with its owner's."""
+    from core.access import is_owner_id
+    if not is_owner_id(owner):
+        raise ValueError(f"not an owner id: {owner!r}")
+    return DEFAULT_DATA_DIR / "uploads" / owner
 
+
+def clean_upload_name(name) -> str:
+    """A browser's file name made safe to keep: only its last component, without control
+    characters or separators, at most 120 characters (the extension kept)."""
+    import re
     clean = re.sub(r"[\x00-\x1f\x7f/\\:]+", "_", Path(str(name).replace("\\", "/")).name).strip(" .") or "upload"
     if len(clean) > 120:
         stem, dot, ext = clean.rpartition(".")
         clean = (stem[:100] + dot + ext[:15]) if dot else clean[:120]
-    target = DEFAULT_DATA_DIR / "uploads" / hashlib.sha1(data).hexdigest()[:16] / clean
+    return clean
+
+
+def save_upload(data: bytes, name: str, owner: str = "operator") -> Path:
+    """Keep a browser upload as ``<uploads of owner>/<content digest>/<its own name>``, so
+    every message about it can use the name the user knows.  The name is untrusted
+    (``clean_upload_name``)."""
+    import hashlib
+
+    clean = clean_upload_name(name)
+    target = uploads_dir(owner) / hashlib.sha1(data).hexdigest()[:16] / clean
     target.parent.mkdir(parents=True, exist_ok=True)
     if not target.is_file() or target.stat().st_size != len(data):
         tmp = target.with_name(f".{clean}.part")

@@ -4,17 +4,19 @@ from pathlib import Path
 import plotly.express as px
 import streamlit as st
 
+from core.access import OPERATOR
 from core.errors import RunError
 from core.runs.store import delete_run
-from ui import common, data_efficiency_view, export_view, schedule_view
+from ui import common, data_efficiency_view, export_view, identity, schedule_view
 from ui import state as S
 
 S.init_state()  # idempotent: a page works opened directly, not only through app.py
+viewer = identity.viewer()
 
 st.title("Compare runs")
 export_view.import_section(expanded=not common.runs())  # reachable before the first run: a bundle is a run
 all_runs = common.require_runs("No finished runs yet. Train one on the Train page.")
-all_runs = data_efficiency_view.section(all_runs)  # the sweep plot, if any; a sweep's point runs leave the list
+all_runs = data_efficiency_view.section(all_runs, viewer)  # the sweep plot, if any; a sweep's point runs leave the list
 by_dir = {r["dir"]: r for r in all_runs}
 fresh = common.new_runs_of_this_tab(by_dir, "_compare_seen")  # trained here since the last visit: shown first
 kept = fresh + [d for d in st.session_state[S.SELECTED_RUNS] if d in by_dir and d not in fresh]
@@ -61,6 +63,8 @@ focus = st.selectbox("A closer look at", chosen, format_func=lambda d: common.ru
 slot = st.empty()
 slot.caption(f"Looking at **{by_dir[focus]['name']}**…")
 run = loaded[focus]
+owner = by_dir[focus]["owner"]
+mine = viewer.can_change(owner)
 try:
     ev, problem = common.cached_evaluation(focus, Path(focus, "summary.json").stat().st_mtime), None
 except RunError as e:  # an imported run: its photos are on the machine that trained it
@@ -85,6 +89,10 @@ with slot.container():
         c2.plotly_chart(px.bar(per, x="class", y="accuracy", range_y=[0, 1], title="Per-class accuracy"), width="stretch")
 
         st.subheader("Validation images, mistakes first")
+        if not (mine or owner == OPERATOR):  # a classmate's run shown to the class: its photos stay theirs
+            st.caption("This run was shared with the class by the operator; its validation photos stay private to "
+                       "the student who trained it.")
+            ev = {**ev, "predictions": []}
         rows = sorted(ev["predictions"], key=lambda r: (r["true"] == r["pred"], r["prob"]))
         show = st.slider("How many", 4, min(64, len(rows)), min(16, len(rows)), step=4) if len(rows) > 4 else len(rows)
         cols = st.columns(4)
@@ -93,12 +101,16 @@ with slot.container():
             cols[k % 4].image(r["path"], caption=f"{mark} pred {r['pred']} ({r['prob']:.0%}) · true {r['true']}", width="stretch")
 
     st.divider()
+    if not mine:
+        st.caption("Shared with the class by the operator: use it on the Predict page. Exporting and deleting it "
+                   "are for its owner.")
+        st.stop()
     export_view.section(focus, run["name"], key="compare")
     st.divider()
     with st.popover("Delete this run", icon=":material/delete:"):
         st.write(f"Delete **{run['name']}** and its weights from disk?")
         if st.button("Delete", type="primary"):
-            delete_run(focus)
+            delete_run(focus, viewer)
             S.put(S.SELECTED_RUNS, [d for d in chosen if d != focus])
             st.cache_data.clear()
             st.rerun()

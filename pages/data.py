@@ -4,12 +4,12 @@ from pathlib import Path
 import plotly.graph_objects as go
 import streamlit as st
 
-from core import paths
-from core.data import server_folders
-from core.data.datasets import resolve_source
+from core import disk, paths
+from core.data import archive, server_folders
+from core.data.uploads import accept_zip
 from core.errors import TransferLabError
 from core.data.transforms import TransformSpec, augmented_samples
-from ui import common, own_classes
+from ui import common, identity, own_classes
 from ui import state as S
 
 S.init_state()  # idempotent: a page works opened directly, not only through app.py
@@ -69,9 +69,10 @@ elif source == "zip":
     if up is not None and st.session_state.get("_zip_seen") != up.file_id:
         bar = st.progress(0.0, text=f"Checking and extracting {up.name}…")
         try:
-            saved = paths.save_upload(up.getvalue(), up.name)
-            root = resolve_source(saved, progress=lambda done, total: bar.progress(done / max(total, 1),
-                                                                                   text=f"Extracting {up.name}…"))
+            data, owner = up.getvalue(), identity.owner()
+            # What it unpacks to is what stays (the archive is not kept): that is what must fit.
+            disk.require_room(owner, max(len(data), disk.zip_unpacked_bytes(data)), up.name)
+            root = accept_zip(data, up.name, owner, progress=lambda done, total: bar.progress(done / max(total, 1), text=f"Extracting {up.name}…"))
             st.session_state["_zip_seen"], st.session_state["_zip_refused"] = up.file_id, None
             S.put(S.ZIP_PATH, str(root))
             S.put(S.ZIP_NAME, up.name)

@@ -3,11 +3,11 @@ from pathlib import Path
 
 import streamlit as st
 
-from core import paths
+from core import disk, paths
 from core.models.checkpoint import read_state_dict
 from core.errors import TransferLabError
 from core.models.surgery import stages_of
-from ui import common
+from ui import common, identity
 from ui import state as S
 
 S.init_state()  # idempotent: a page works opened directly, not only through app.py
@@ -51,7 +51,8 @@ if st.session_state[S.WEIGHTS] == "file":
     if up is not None and st.session_state.get("_weights_seen") != up.file_id:
         st.session_state["_weights_seen"], st.session_state["_weights_refused"] = up.file_id, None
         try:
-            saved = paths.save_upload(up.getvalue(), up.name)
+            disk.require_room(identity.owner(), up.size, up.name)
+            saved = paths.save_upload(up.getvalue(), up.name, identity.owner())
             read_state_dict(saved)  # refused files never become the selected weights
             S.put(S.WEIGHTS_FILE, str(saved))
             st.rerun()

@@ -6,7 +6,7 @@ import streamlit as st
 
 from core.data.images import ImageReadError, load_rgb
 from core.serving.predict import explain
-from ui import common, export_view
+from ui import common, export_view, identity
 from ui import state as S
 
 S.init_state()  # idempotent: a page works opened directly, not only through app.py
@@ -26,8 +26,9 @@ st.selectbox("Model (a finished run)", list(by_dir), format_func=lambda d: commo
 run_dir = st.session_state[S.PREDICT_RUN]
 predictor = common.predictor_for(run_dir)
 st.caption(f"Classes: {', '.join(predictor.classes)}")
-with st.expander("Take this model away: ONNX, TorchScript, safetensors or a run bundle", icon=":material/output:"):
-    export_view.section(run_dir, by_dir[run_dir]["name"], key="predict", heading=False)
+if identity.viewer().can_change(by_dir[run_dir]["owner"]):  # a run shared with the class stays its owner's to export
+    with st.expander("Take this model away: ONNX, TorchScript, safetensors or a run bundle", icon=":material/output:"):
+        export_view.section(run_dir, by_dir[run_dir]["name"], key="predict", heading=False)
 
 c1, c2 = st.columns([3, 1])
 uploads = c1.file_uploader("Photos", type=["jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff"], accept_multiple_files=True)

@@ -1,15 +1,16 @@
 """Train: hyperparameters and schedule, Start/Stop, live progress and curves, the one-click
 transfer-vs-scratch experiment and the learning-rate finder.  Jobs (runs and sweeps) run
-in the server's training queue (core/runs/jobs.py), never in the script run."""
+in the server's training queue (core/jobs/queue.py), never in the script run."""
 import time
 from pathlib import Path
 
 import streamlit as st
 
 from core.models.zoo import pretrained_available
-from core.runs.estimates import feature_signature
+from core.jobs.estimates import feature_signature
 from core.training.schedules import FINE_TUNE_RECIPE
 from ui import common, data_efficiency_view, lr_finder, schedule_view
+from ui import identity
 from ui import state as S
 from ui.jobs import training_queue
 
@@ -18,7 +19,7 @@ S.init_state()  # idempotent: a page works opened directly, not only through app
 st.title("Train")
 ds = common.require_dataset()
 queue = training_queue()
-owner = st.session_state[S.SESSION]
+owner = identity.owner()
 
 L = S.TRAIN_LIMITS  # the inputs' bounds: the same table a saved setup is checked against
 with st.expander("Hyperparameters", expanded=True):
@@ -100,7 +101,7 @@ if c1.button("Start", icon=":material/play_arrow:", type="primary", disabled=act
     S.put(S.JOB_ID, job.id)
     st.rerun()
 if c2.button("Stop", icon=":material/stop:", disabled=active is None):
-    queue.stop(active)
+    queue.stop(active, identity.viewer())
     st.rerun()
 can_transfer = pretrained_available(arch)
 if c3.button("Transfer vs scratch (3 runs)", icon=":material/science:", disabled=active is not None or not can_transfer,
@@ -150,6 +151,8 @@ def curves(job):
 
 def show_job(job) -> None:
     st.subheader(job.title)
+    if job.note:  # e.g. "resumed after a server restart": nothing the visitor started is lost, and they are told
+        st.info(job.note.capitalize() + ".", icon=":material/restart_alt:")
     trained_on = job.runs[0].config.data if job.runs else None
     if trained_on and S.data_path() and Path(trained_on).resolve() != Path(S.data_path()).resolve():
         # The panel is this tab's last job, and the Data page has moved on since it began.

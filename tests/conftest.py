@@ -89,13 +89,26 @@ def isolated_dirs(tmp_path, monkeypatch):
     return tmp_path
 
 
+# The workspace key of the visitor an AppTest plays (a 22-character key, as the app makes),
+# and its owner id: runs a test makes with ``make_run`` are that visitor's.
+VISITOR = "Test-visitor-A-0000000"
+OTHER_VISITOR = "Test-visitor-B-0000000"
+
+
+def owner_of_key(key: str) -> str:
+    from core.access import owner_id
+    return owner_id(key)
+
+
 @pytest.fixture
 def app(isolated_dirs):
-    """An AppTest of the dashboard; ``app(page)`` opens that page."""
+    """An AppTest of the dashboard; ``app(page)`` opens that page as ``VISITOR`` (another
+    workspace: ``state={S.SESSION: OTHER_VISITOR}``)."""
     from streamlit.testing.v1 import AppTest
 
     def open_page(page: str | None = None, state: dict | None = None):
         at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=180)
+        at.session_state["session_id"] = VISITOR
         for k, v in (state or {}).items():
             at.session_state[k] = v
         if page:
@@ -104,18 +117,24 @@ def app(isolated_dirs):
     return open_page
 
 
-def make_run(data, runs_dir, name="r1", arch="mobilenet_v3_small", weights="none", freeze="none", epochs=1):
+def make_run(data, runs_dir, name="r1", arch="mobilenet_v3_small", weights="none", freeze="none", epochs=1,
+             owner: str | None = "visitor"):
+    """A run as ``VISITOR`` trained it (``owner=None``: the operator's, as from the CLI)."""
     from core.training.experiment import ExperimentConfig, run_experiment
     from core.training.trainer import TrainConfig
     cfg = ExperimentConfig(data=str(data), arch=arch, weights=weights, freeze=freeze, name=name,
-                           train=TrainConfig(epochs=epochs, batch_size=8))
+                           train=TrainConfig(epochs=epochs, batch_size=8),
+                           owner=owner_of_key(VISITOR) if owner == "visitor" else owner)
     run_dir, _, _ = run_experiment(cfg, runs_dir=runs_dir)
     return run_dir
 
 
-def wait_for_jobs(owner: str, timeout: float = 300) -> None:
+def wait_for_jobs(sid: str, timeout: float = 300) -> None:
+    """Wait until the jobs of the workspace ``sid`` (a tab's ``S.SESSION``) ended."""
     import time
+    from core.access import owner_id
     from ui.jobs import training_queue
+    owner = owner_id(sid)
     end = time.time() + timeout
     while any(j.active for j in training_queue().of(owner)):
         if time.time() > end:

@@ -11,6 +11,7 @@ import pytest
 
 from core import paths
 from core.runs.store import list_runs
+from tests.conftest import VISITOR, owner_of_key
 
 pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning")
 
@@ -19,7 +20,7 @@ def texts(els) -> str:
     return " ".join(e.value for e in els).replace("\\", "")
 
 
-def open_page(page: str, sid: str = "0123456789ab"):
+def open_page(page: str, sid: str = VISITOR):
     from streamlit.testing.v1 import AppTest
 
     from tests.conftest import ROOT
@@ -36,8 +37,8 @@ def uploader(at, label_start: str):
 def test_export_download_bundle_import_and_predict(ants_bees, mobilenet_file, isolated_dirs, monkeypatch):
     from core.training.experiment import ExperimentConfig, run_experiment
     from core.training.trainer import TrainConfig
-    run_dir, _, _ = run_experiment(ExperimentConfig(data=str(ants_bees), name="insects", train=TrainConfig(epochs=2)),
-                                   runs_dir=paths.DEFAULT_RUNS_DIR)
+    run_dir, _, _ = run_experiment(ExperimentConfig(data=str(ants_bees), name="insects", train=TrainConfig(epochs=2),
+                                                    owner=owner_of_key(VISITOR)), runs_dir=paths.DEFAULT_RUNS_DIR)
 
     at = open_page("pages/compare.py")
     assert not at.exception
@@ -47,8 +48,8 @@ def test_export_download_bundle_import_and_predict(ants_bees, mobilenet_file, is
     assert "top-1 agreement 100.0% on 153 validation images" in texts(at.success)
     assert any(b.label.startswith("Download insects.onnx") for b in at.get("download_button"))
     assert 'MODEL = "insects.onnx"' in at.code[0].value and "onnxruntime" in at.code[0].value
-    # Another tab later: the checked export is offered at once, without exporting again.
-    again = open_page("pages/compare.py", sid="ba9876543210")
+    # Another tab of the same workspace later: the checked export is offered at once, without exporting again.
+    again = open_page("pages/compare.py")
     again.radio(key="export-format-compare").set_value("onnx").run()
     assert not any(b.label == "Export to onnx" for b in again.button)
     assert "top-1 agreement 100.0%" in texts(again.success)
@@ -59,7 +60,7 @@ def test_export_download_bundle_import_and_predict(ants_bees, mobilenet_file, is
 
     # A second installation: empty runs folder.  The import is on Compare before any run exists.
     monkeypatch.setattr(paths, "DEFAULT_RUNS_DIR", isolated_dirs / "other-runs")
-    other = open_page("pages/compare.py", sid="feedfeedfeed")
+    other = open_page("pages/compare.py", sid="Another-installation-0")
     assert not other.exception and "No finished runs yet" in texts(other.info)
     dataset_zip = io.BytesIO()
     with zipfile.ZipFile(dataset_zip, "w") as zf:
@@ -71,7 +72,10 @@ def test_export_download_bundle_import_and_predict(ants_bees, mobilenet_file, is
     uploader(other, "A run bundle").set_value(("insects.transferlab.zip", bundle, "application/zip")).run()
     assert not other.exception, other.exception
     assert "Imported **insects**" in texts(other.success)
-    assert [r["name"] for r in list_runs(paths.DEFAULT_RUNS_DIR)] == ["insects"]
+    imported = list_runs(paths.DEFAULT_RUNS_DIR)
+    assert [r["name"] for r in imported] == ["insects"]
+    assert imported[0]["owner"] == owner_of_key("Another-installation-0")  # the importer's run
+    assert "/" not in (imported[0]["config"].get("data") or "")  # the bundle carried no server path
     assert "no validation images on this machine" in texts(other.info) and not other.error  # said, not a traceback
 
     other.switch_page("pages/predict.py").run()

@@ -1,6 +1,7 @@
 """The whole flow through the widgets, across pages: what a user chose on Data and Model
 is what the run started on Train actually used, after visits to other pages and after a
 refresh (a new session of the same tab id).  The bugs of a page-by-page app live here."""
+import pytest
 from pathlib import Path
 
 from core.runs.store import list_runs
@@ -84,7 +85,23 @@ def test_choices_survive_pages_and_a_refresh_and_are_what_the_run_used(tiny_fold
     assert not at.exception and at.session_state[S.PREDICT_RUN] == second
 
 
-def test_a_bad_sid_in_the_url_gets_a_fresh_tab(isolated_dirs):
-    at = _fresh("../../etc/passwd").run()
+@pytest.mark.parametrize("sid", ["../../etc/passwd", "0123456789ab", "A" * 21, "A" * 23, "bad key with spaces!!!"])
+def test_a_bad_sid_in_the_url_gets_a_new_workspace_and_says_so(isolated_dirs, sid):
+    """Only a 128-bit key names a workspace: a short, guessable id (the 12 hex digits of
+    before) or anything else starts a new one, with a visible note."""
+    from ui import identity
+    at = _fresh(sid).run()
     assert not at.exception
-    assert at.session_state[S.SESSION] != "../../etc/passwd" and len(at.session_state[S.SESSION]) == 12
+    key = at.session_state[S.SESSION]
+    assert key != sid and identity.KEY.match(key) and at.query_params["sid"] == key
+    assert "new, empty one was started" in at.session_state[identity.NOTE]
+    assert any("new, empty one was started" in w.value for w in at.sidebar.warning)
+
+
+def test_a_good_sid_is_the_same_workspace_without_a_note(isolated_dirs):
+    from ui import identity
+    first = _fresh().run()
+    key = first.session_state[S.SESSION]
+    assert identity.KEY.match(key) and len(key) == 22  # token_urlsafe(16): 128 bits
+    again = _fresh(key).run()
+    assert again.session_state[S.SESSION] == key and identity.NOTE not in again.session_state

@@ -5,7 +5,7 @@ load.  Tiny photos and MobileNetV3-small at random init keep each test to second
 import json
 
 from core.runs.store import list_runs, read_json, write_json
-from tests.conftest import ROOT, make_run, wait_for_jobs
+from tests.conftest import ROOT, VISITOR, make_run, owner_of_key, wait_for_jobs
 from ui import state as S
 
 
@@ -66,7 +66,7 @@ def test_the_learning_rate_finder_from_the_button_to_the_saved_setup(app, tiny_f
     use.click().run()
     assert not at.exception
     assert number(at, "Learning rate").value == value
-    saved = read_json(isolated_dirs / "data" / "sessions" / f"{sid}.json")
+    saved = read_json(isolated_dirs / "data" / "sessions" / f"{owner_of_key(sid)}.json")
     assert saved[S.TRAIN_CFG]["lr"] == value and saved[S.LR_FIND]["suggestion"] > 0
     assert next(b for b in at.button if b.label.startswith("Use ")).disabled  # already in use
 
@@ -84,12 +84,12 @@ def test_the_learning_rate_finder_from_the_button_to_the_saved_setup(app, tiny_f
 def test_an_old_session_file_loads_with_the_new_fields_filled_in(isolated_dirs, tiny_folders):
     """A setup saved by the version before schedules: no schedule, freeze_epochs, lr_spread,
     pct_start or micro_batch, a field since removed, and a value outside its input's bounds."""
-    sid = "0123456789ab"
+    sid = "An-old-setup-0000000000"[:22]
     old_cfg = {"epochs": 3, "batch_size": 16, "lr": 0.01, "momentum": 0.9, "weight_decay": 0.0, "optimizer": "adam",
                "scheduler": "cosine", "step_size": 7, "gamma": 0.1, "label_smoothing": 0.0, "seed": 0, "amp": "auto",
                "fast": True, "feature_views": 1, "cache_mb": 1024, "feature_cache": True, "removed_field": 1,
                "lr_spread": "lots"}
-    path = isolated_dirs / "data" / "sessions" / f"{sid}.json"
+    path = isolated_dirs / "data" / "sessions" / f"{owner_of_key(sid)}.json"
     path.parent.mkdir(parents=True)
     write_json(path, {S.DATA_SOURCE: "folder", S.FOLDER_PATH: str(tiny_folders), S.ARCH: "mobilenet_v3_small",
                       S.WEIGHTS: "none", S.FREEZE: "none", S.TRAIN_CFG: old_cfg, S.JOB_ID: "gone"})
@@ -111,7 +111,8 @@ def test_compare_shows_each_runs_schedule_and_phases(app, tiny_split, isolated_d
     from core.training.trainer import TrainConfig
     runs = isolated_dirs / "runs"
     cfg = ExperimentConfig(data=str(tiny_split), arch="mobilenet_v3_small", weights="none", freeze="none", name="tuned",
-                           train=TrainConfig(epochs=2, batch_size=8, schedule="fine_tune", optimizer="adam", lr=0.002))
+                           train=TrainConfig(epochs=2, batch_size=8, schedule="fine_tune", optimizer="adam", lr=0.002),
+                           owner=owner_of_key(VISITOR))
     run_experiment(cfg, runs_dir=runs)
     for name, drop in (("old", ("schedule_text",)), ("older", ("schedule_text", "train"))):
         d = make_run(tiny_split, runs, name)

@@ -9,7 +9,7 @@ import pytest
 
 from core.data.datasets import Dataset, scan_dataset
 from core.errors import TransferLabError
-from core.runs.jobs import TrainingQueue
+from core.jobs.queue import TrainingQueue
 from core.runs.store import list_runs, read_json
 from core.training import data_efficiency as de
 from core.training.experiment import ExperimentConfig

@@ -33,7 +33,7 @@ def test_names_in_any_script_are_the_labels_the_scanner_reads(ds):
         assert own.add_images(ds.id, name, photos(5, 60 * k)).added == [f"p{i}.jpg" for i in range(5)]
     loaded = own.load(ds.id)
     assert loaded.title == "My insects" and loaded.classes == ["蚂蚁", "пчела", "ankle boot"]
-    assert own.missing(loaded) == [] and own.ready_path(ds.id) == str(ds.root)
+    assert own.missing(loaded) == [] and own.ready_path(ds.id, ds.owner) == str(ds.root)
     scanned = scan_dataset(ds.root)
     assert scanned.classes == sorted(["蚂蚁", "пчела", "ankle boot"]) and not scanned.skipped
     assert len(scanned.train) + len(scanned.val) == 15
@@ -128,10 +128,10 @@ def test_readiness_says_exactly_what_is_missing(ds):
     own.add_class(ds.id, "bees")
     own.add_images(ds.id, "bees", photos(4, 90))
     assert own.missing(own.load(ds.id)) == ["class 'bees' needs 1 more photo (it has 4, at least 5 are needed)"]
-    assert own.ready_path(ds.id) is None
+    assert own.ready_path(ds.id, ds.owner) is None
     before = own.fingerprint(ds.root)
     own.add_images(ds.id, "bees", [("last.jpg", jpeg((1, 200, 1)))])
-    assert own.missing(own.load(ds.id)) == [] and own.ready_path(ds.id) == str(ds.root)
+    assert own.missing(own.load(ds.id)) == [] and own.ready_path(ds.id, ds.owner) == str(ds.root)
     assert own.fingerprint(ds.root) != before  # a scan cache keyed by it sees the new photo
 
 
@@ -141,12 +141,17 @@ def test_lists_are_per_owner_and_ids_are_checked(isolated_dirs):
     assert a.root.name.startswith("dataset-")  # no ASCII in the title: a neutral slug, the title kept as typed
     assert [d.title for d in own.list_datasets("aaaaaaaaaaaa")] == ["蚂蚁 и пчёлы"]
     assert [d.id for d in own.list_datasets("bbbbbbbbbbbb")] == [b.id]
+    own.add_class(b.id, "boots"), own.add_class(b.id, "sandals")
+    for c, base in (("boots", 10), ("sandals", 90)):
+        own.add_images(b.id, c, photos(5, base))
+    assert own.ready_path(b.id, "bbbbbbbbbbbb") == str(b.root)
+    assert own.ready_path(b.id, "aaaaaaaaaaaa") is None  # a setup naming another visitor's dataset reaches nothing
     for bad in ("../" + a.id, "x", None, a.id + "/.."):
         with pytest.raises(DatasetError):
             own.dataset_dir(bad)
-        assert own.ready_path(bad) is None
+        assert own.ready_path(bad, "aaaaaaaaaaaa") is None
     own.delete(a.id)
-    assert own.list_datasets("aaaaaaaaaaaa") == [] and own.ready_path(a.id) is None
+    assert own.list_datasets("aaaaaaaaaaaa") == [] and own.ready_path(a.id, "aaaaaaaaaaaa") is None
     with pytest.raises(own.OwnDatasetError, match="empty"):
         own.create("  ", owner="aaaaaaaaaaaa")
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from core.training.experiment import ExperimentConfig, run_experiment
-from core.runs.jobs import TrainingQueue
+from core.jobs.queue import TrainingQueue
 from core.runs.store import PARTIAL, list_runs
 from core.training.trainer import TrainConfig
 
@@ -140,9 +140,9 @@ def test_eta_covers_the_whole_job(tiny_folders, isolated_dirs):
 def test_eta_stays_honest_when_feature_extraction_resumes(monkeypatch):
     """Validation features, then decoding the training images, then their features: the
     estimate must follow the measured rate, not collapse when a phase resumes part-way."""
-    from core.runs import jobs_progress
-    from core.runs.estimates import SpeedBook
-    from core.runs.jobs_progress import RunProgress
+    from core.jobs import progress as jobs_progress
+    from core.jobs.estimates import SpeedBook
+    from core.jobs.progress import RunProgress
     clock = [1000.0]
     monkeypatch.setattr(jobs_progress.time, "time", lambda: clock[0])
     r = RunProgress("r", _cfg("x", "eta"), 245, 153)
@@ -166,7 +166,7 @@ def test_eta_stays_honest_when_feature_extraction_resumes(monkeypatch):
 def test_the_progress_line_counts_training_batches_after_validation_and_the_unfreeze():
     """The walk saw "epoch 3/6 · unfrozen · batch 0/39" on an 8-batch epoch: after an
     epoch (or the unfreeze) the line took the total of validation's progress events."""
-    from core.runs.jobs_progress import RunProgress
+    from core.jobs.progress import RunProgress
     r = RunProgress("r", _cfg("x", "line"), 245, 153)
     r.begin()
     r.on_run_start({"path": "frozen-features", "prep_seconds": 1.0, "num_train": 245, "num_val": 153,
@@ -185,9 +185,9 @@ def test_the_progress_line_counts_training_batches_after_validation_and_the_unfr
 def test_eta_of_a_fine_tune_run_counts_its_head_epochs_and_its_plain_ones(monkeypatch):
     """fine_tune with a body to unfreeze: features once, head epochs on them, then plain
     epochs after decoding the training images again; the estimate follows the phases."""
-    from core.runs import jobs_progress
-    from core.runs.estimates import SpeedBook, epochs_seconds, plan_seconds, uses_frozen_path
-    from core.runs.jobs_progress import RunProgress
+    from core.jobs import progress as jobs_progress
+    from core.jobs.estimates import SpeedBook, epochs_seconds, plan_seconds, uses_frozen_path
+    from core.jobs.progress import RunProgress
     book = SpeedBook()
     tuned = _cfg("x", "ft", freeze="none", train={"epochs": 5, "schedule": "fine_tune", "freeze_epochs": 2})
     plain = _cfg("x", "plain", freeze="none", train={"epochs": 5, "schedule": "standard"})

@@ -17,10 +17,11 @@ from core.data import own_dataset
 from core.data.datasets import scan_dataset
 from core.device import device_label
 from core.serving.predict import Predictor, evaluate
-from core.runs.store import list_runs
+from core.runs.store import visible_runs
 from core.models.surgery import freeze, summarize
 from core.models.zoo import arch_info, build_model, list_architectures
 
+from . import identity
 from . import state as S
 
 
@@ -33,7 +34,7 @@ def experiment(ds, weights: str | None = None, freeze=None, name: str | None = N
     return ExperimentConfig(data=str(ds.root), arch=ss[S.ARCH], weights=weights or S.weights_argument(),
                             freeze=ss[S.FREEZE] if freeze is None else freeze, hidden=int(ss[S.HIDDEN]),
                             dropout=float(ss[S.DROPOUT]), val_split=float(ss[S.VAL_SPLIT]), name=name,
-                            train=train_config(overrides), confine=True)
+                            train=train_config(overrides), confine=True, owner=identity.owner())
 
 
 def train_config(overrides: dict | None = None):
@@ -128,7 +129,8 @@ def cached_evaluation(run_dir: str, mtime: float) -> dict:
 
 
 def runs() -> list[dict]:
-    return list_runs(paths.DEFAULT_RUNS_DIR)
+    """The finished runs this visitor may see: their own and those published to the class."""
+    return visible_runs(paths.DEFAULT_RUNS_DIR, identity.viewer())
 
 
 def require_runs(message: str) -> list[dict]:
@@ -146,7 +148,7 @@ def new_runs_of_this_tab(by_dir: dict, seen_key: str) -> list[str]:
     A page keeps the user's own selection, but a run trained since its last visit must
     join it: otherwise Compare and Predict stay on whatever they showed first."""
     from ui.jobs import training_queue
-    mine = [str(Path(r.run_dir)) for j in training_queue().of(st.session_state[S.SESSION])
+    mine = [str(Path(r.run_dir)) for j in training_queue().of(identity.owner())
             for r in reversed(j.runs) if r.run_dir]
     seen = st.session_state.setdefault(seen_key, set())
     fresh = [d for d in dict.fromkeys(mine) if d in by_dir and d not in seen]
@@ -157,7 +159,8 @@ def new_runs_of_this_tab(by_dir: dict, seen_key: str) -> list[str]:
 def run_label(r: dict) -> str:
     s, c = r["summary"], r["config"]
     stopped = f" · stopped after {s.get('epochs', '?')} of {s.get('epochs_planned', '?')} epochs" if s.get("stopped") else ""
-    return f"{r['name']} — {c.get('arch')} · best val {s.get('best_val_acc', 0):.1%}{stopped}"
+    shared = " · shared with the class" if r.get("published") else ""
+    return f"{r['name']} — {c.get('arch')} · best val {s.get('best_val_acc', 0):.1%}{stopped}{shared}"
 
 
 @st.cache_resource
@@ -190,3 +193,22 @@ def cached_arch_transform(arch: str) -> dict:
     from core.models.zoo import local_weights, weight_versions
     found = local_weights(arch)
     return TransformSpec.from_weights(found[0] if found else weight_versions(arch)[0]).to_dict()
+
+
+def workspace_box(viewer) -> None:
+    """The sidebar's word on whose workspace this is, and the note when a new one was started."""
+    note = st.session_state.get(identity.NOTE)
+    if note:
+        st.warning(note, icon=":material/fiber_new:")
+    with st.expander("Your workspace", icon=":material/badge:"):
+        if identity.KEY.match(st.session_state[S.SESSION]):
+            st.caption("This page's address is your workspace: **bookmark it** to come back to your runs, datasets "
+                       "and setup. Anyone you give the address to *is* you here (sees, changes and deletes your work), "
+                       "so share it only as you would a password.")
+        else:
+            st.caption("Your workspace follows your login.")
+        st.text_input("Your name for the class table (optional)", max_chars=40, **S.bind(S.NAME),
+                      help="Shown to the operator (teacher) beside your runs; nobody else sees it.")
+        if viewer.operator:
+            st.caption("This browser session is the **operator's**: the Class page shows everyone's work. "
+                       "A refresh needs the operator link again.")

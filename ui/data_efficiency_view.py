@@ -12,6 +12,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from core import paths
+from core.access import owner_of
 from core.errors import TransferLabError
 from core.training import data_efficiency as de
 
@@ -131,11 +132,11 @@ def job_view(job) -> None:
         common.page_link("Compare", "See it on Compare")
 
 
-def section(all_runs: list[dict]) -> list[dict]:
-    """Compare's "Data efficiency" section (when a sweep was saved); returns the runs for the
-    multiselect: a sweep's point runs are left out unless asked for (24 runs of one
-    sweep would bury the runs someone trained by hand; the plot above sums them up)."""
-    sweeps = de.list_sweeps(paths.DEFAULT_RUNS_DIR)
+def section(all_runs: list[dict], viewer) -> list[dict]:
+    """Compare's "Data efficiency" section (when the visitor saved a sweep); returns the runs
+    for the multiselect: a sweep's point runs are left out unless asked for (24 runs of
+    one sweep would bury the runs someone trained by hand; the plot above sums them up)."""
+    sweeps = [s for s in de.list_sweeps(paths.DEFAULT_RUNS_DIR) if viewer.can_see(owner_of(s))]
     points = [r for r in all_runs if isinstance(r["config"].get("sweep"), dict)]
     if sweeps:
         st.subheader("Data efficiency")

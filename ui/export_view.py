@@ -12,12 +12,14 @@ from pathlib import Path
 
 import streamlit as st
 
-from core import paths
+from core import disk, paths
+from core.data.uploads import with_temp_file
 from core.errors import TransferLabError
 from core.runs.bundle import bundle_for, import_bundle
-from core.runs.store import read_json
+from core.runs.store import read_json, run_owner
 from core.serving.export import NEEDS, SNIPPET_FILES, cached_export, export_run, snippet_text
 
+from . import identity
 from . import state as S
 
 LABELS = {"onnx": "ONNX (onnxruntime, any language)", "torchscript": "TorchScript (torch, C++ LibTorch)",
@@ -27,7 +29,13 @@ MIME = {"onnx": "application/octet-stream", "torchscript": "application/octet-st
 
 
 def section(run_dir: str, run_name: str, key: str, heading: bool = True) -> None:
-    """Format choice, export with its parity check, download, and a use-it-elsewhere snippet."""
+    """Format choice, export with its parity check, download, and a use-it-elsewhere snippet.
+    The run's owner's (or the operator's) only: pages call it for them alone, and it checks."""
+    try:
+        identity.viewer().require_change(run_owner(run_dir), f"run {run_name!r}")
+    except TransferLabError as e:
+        st.info(str(e))
+        return
     if heading:
         st.subheader("Take the model away")
     fmt = st.radio("Format", list(LABELS), format_func=LABELS.get, horizontal=True, key=f"export-format-{key}")
@@ -39,6 +47,8 @@ def section(run_dir: str, run_name: str, key: str, heading: bool = True) -> None
         except TransferLabError as e:
             st.error(str(e))
             return
+        disk.touch(bundle)  # recently offered: the exports cache keeps it longest
+        disk.trim_exports()
         st.download_button("Download the run bundle", data=bundle.read_bytes(), file_name=bundle.name, mime=MIME[fmt],
                            icon=":material/download:", key=f"export-dl-{key}-{fmt}")
         return
@@ -56,6 +66,8 @@ def section(run_dir: str, run_name: str, key: str, heading: bool = True) -> None
                 st.error(str(e), icon=":material/error:")
                 return
     path = Path(report["path"])
+    disk.touch(path)
+    disk.trim_exports()
     st.success(f"Checked: {report['summary']}.", icon=":material/verified:")
     st.download_button(f"Download {path.name} ({report['bytes'] / 2**20:.1f} MB)", data=path.read_bytes(),
                        file_name=path.name, mime=MIME[fmt], icon=":material/download:", key=f"export-dl-{key}-{fmt}")
@@ -74,9 +86,9 @@ def import_section(expanded: bool = False) -> None:
             return
         seen = st.session_state.get("_bundle_seen")
         if seen is None or seen[0] != up.file_id:
-            try:
-                saved = paths.save_upload(up.getvalue(), up.name)
-                run_dir = import_bundle(saved, paths.DEFAULT_RUNS_DIR, display_name=up.name)
+            try:  # the zip is read and then deleted: the imported run is what is kept
+                run_dir = with_temp_file(up.getvalue(), identity.owner(), ".zip", lambda tmp: import_bundle(
+                    tmp, paths.DEFAULT_RUNS_DIR, display_name=paths.clean_upload_name(up.name), owner=identity.owner()))
                 original = read_json(run_dir / "config.json").get("imported", {}).get("name")
                 seen = (up.file_id, None, f"Imported **{run_dir.name}**" + (
                     "" if run_dir.name == original else f" (a run named {original} was already here)")

@@ -1,16 +1,28 @@
-"""The server's one training queue (``core/runs/jobs.py``), held for the life of the process.
+"""The server's one training queue (``core/jobs/queue.py``), held for the life of the process.
 
-``st.cache_resource`` makes it one object per server: jobs survive page switches,
-refreshes and closed tabs; each job belongs to the tab (session id in the URL) that
-started it, and a tab sees only its own jobs.  Finished runs are on disk.
+One object per server process, made at start-up (``ui/server.py``) or by the first page
+that asks: jobs survive page switches, refreshes and closed tabs, and with its database
+(``<data dir>/queue.sqlite3``) a server restart too.  Each job belongs to the owner of
+the workspace that started it; a tab sees only its own jobs (the operator sees all).
+
+A plain module global, not ``st.cache_resource``: the operator's "clear caches" must
+never drop the queue with the jobs in it.
 """
 from __future__ import annotations
 
-import streamlit as st
+import threading
 
-from core.runs.jobs import TrainingQueue
+from core import paths
+from core.jobs.db import JobStore
+from core.jobs.queue import TrainingQueue
+
+_LOCK = threading.Lock()
+_QUEUE: TrainingQueue | None = None
 
 
-@st.cache_resource
 def training_queue() -> TrainingQueue:
-    return TrainingQueue()
+    global _QUEUE
+    with _LOCK:
+        if _QUEUE is None:
+            _QUEUE = TrainingQueue(store=JobStore(paths.DEFAULT_DATA_DIR / "queue.sqlite3"))
+        return _QUEUE

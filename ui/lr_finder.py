@@ -15,7 +15,7 @@ import math
 import plotly.graph_objects as go
 import streamlit as st
 
-from core.runs.estimates import sweep_iters, sweeps_frozen
+from core.jobs.estimates import sweep_iters, sweeps_frozen
 
 from . import state as S
 

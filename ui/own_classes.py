@@ -18,7 +18,9 @@ import time
 import streamlit as st
 
 from core.data import own_dataset as own
+from core import disk
 from core.errors import TransferLabError
+from ui import identity
 from ui import state as S
 
 THUMB_PX, PER_ROW = 96, 8
@@ -57,7 +59,7 @@ def _do(action, *args, done=None) -> None:
 
 def _create() -> None:
     def make(title):
-        ds = own.create(title, st.session_state[S.SESSION])
+        ds = own.create(title, identity.owner())
         S.put(S.OWN_DATASET, ds.id)
         st.session_state["_own.title"] = ""
         return ds
@@ -96,6 +98,7 @@ def _add_files(dataset_id: str, class_name: str, files) -> None:
         return
     with st.spinner(f"Checking {_count(len(new), 'photo', 'photos')}…"):
         try:
+            disk.require_room(identity.owner(), sum(f.size for f in new), _count(len(new), "photo", "photos"))
             _report(own.add_images(dataset_id, class_name, [(f.name, f.getvalue()) for f in new]), class_name)
         except TransferLabError as e:
             _say("error", _md(str(e)))
@@ -149,6 +152,7 @@ def _camera(ds: own.OwnDataset) -> None:
     if shot is not None and shot.file_id not in seen:
         seen.add(shot.file_id)
         try:
+            disk.require_room(identity.owner(), shot.size, "this photo")
             _report(own.add_images(ds.id, target, [(f"camera-{time.strftime('%H%M%S')}.jpg", shot.getvalue())]), target)
         except TransferLabError as e:
             _say("error", _md(str(e)))
@@ -158,7 +162,7 @@ def _camera(ds: own.OwnDataset) -> None:
 def render() -> None:
     """The editor.  Afterwards ``S.data_path()`` is the dataset's folder exactly when it is ready."""
     ss = st.session_state
-    mine = {d.id: d for d in own.list_datasets(ss[S.SESSION])}
+    mine = {d.id: d for d in own.list_datasets(identity.owner())}
     if ss[S.OWN_DATASET] not in mine and ss[S.OWN_DATASET] != next(iter(mine), None):
         S.put(S.OWN_DATASET, next(iter(mine), None))  # deleted, or another tab's: this tab's newest, if any
     c1, c2 = st.columns(2)

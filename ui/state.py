@@ -7,26 +7,27 @@ a plain key (``DATA_SOURCE``, ``ARCH``, ``TRAIN_CFG`` …); a widget is a view o
 widget's ``on_change`` callback writes it back and saves the setup.  Callbacks run
 before the script, so every page and the sidebar read the new value in the same run.
 
-The setup is saved as JSON under ``<data dir>/sessions/<sid>.json``, ``sid`` being the
-tab id kept in the URL: a refresh, or a server restart, brings the same setup back.
+The setup is saved as JSON under ``<data dir>/sessions/<owner id>.json``, the owner id
+being derived from the workspace key kept in the URL (``ui/identity.py``): a refresh,
+or a server restart, brings the same setup back.
 """
 from __future__ import annotations
 
 import copy
 import json
 import math
-import re
 import sys
-import uuid
 
 import streamlit as st
 
 from core import paths
+from core.access import owner_id
 from core.data import own_dataset, server_folders
 from core.errors import DatasetError
 from core.runs.store import write_json
 from core.training.schedules import SCHEDULERS, SCHEDULES
 from core.training.trainer import TrainConfig
+from ui import identity
 
 # Data page
 DATA_SOURCE = "data_source"        # "demo" | "folder" | "zip" | "own"
@@ -52,7 +53,8 @@ LR_FIND = "lr_find"                # the last learning-rate sweep's result (ui/l
 SELECTED_RUNS = "selected_runs"
 PREDICT_RUN = "predict_run"
 COMPARE_FOCUS = "compare_focus"    # the run under Compare's "A closer look at"
-SESSION = "session_id"             # one per browser tab, kept in the URL across refreshes
+SESSION = identity.SESSION         # the workspace key, kept in the URL across refreshes (never saved)
+NAME = "display_name"              # how the visitor wants to appear in the operator's class table
 
 # The dashboard's schedule is fastai's fine_tune: with the default feature-extractor freeze
 # it changes nothing (no body to unfreeze); with "Fine-tune everything" the new head is
@@ -61,7 +63,7 @@ SESSION = "session_id"             # one per browser tab, kept in the URL across
 SETUP_DEFAULTS = {DATA_SOURCE: "demo", FOLDER_PATH: None, ZIP_PATH: None, ZIP_NAME: None, OWN_DATASET: None, VAL_SPLIT: 0.2, DATA_SEED: 0,
                   ARCH: "mobilenet_v2", WEIGHTS: "imagenet", WEIGHTS_FILE: None, HIDDEN: 0, DROPOUT: 0.0,
                   FREEZE: "backbone", TRAIN_CFG: {**TrainConfig().to_dict(), "epochs": 5, "schedule": "fine_tune"},
-                  RUN_NAME: "", JOB_ID: None, SELECTED_RUNS: [], PREDICT_RUN: None, COMPARE_FOCUS: None, LR_FIND: None}
+                  RUN_NAME: "", JOB_ID: None, NAME: "", SELECTED_RUNS: [], PREDICT_RUN: None, COMPARE_FOCUS: None, LR_FIND: None}
 # Bounds of the Train page's inputs (and of the fields it does not show); a saved setup is
 # clamped into them: a widget refuses a value outside its bounds, and a session file is
 # not trusted.
@@ -72,17 +74,27 @@ TRAIN_LIMITS = {"lr": (1e-6, 1.0), "momentum": (0.0, 0.999), "weight_decay": (0.
                 "unfreeze_div": (1.0, 100.0)}
 TRAIN_CHOICES = {"schedule": SCHEDULES, "scheduler": SCHEDULERS, "optimizer": ("sgd", "adam", "adamw"),
                  "amp": ("auto", "on", "off"), "bn_stats": ("auto", "train", "frozen")}
-_SID = re.compile(r"^[0-9a-f]{12}$")  # the sid names a file: nothing else gets near the disk
 
 
-def _session_file(sid: str):
-    return paths.DEFAULT_DATA_DIR / "sessions" / f"{sid}.json"
+def _session_file(key: str):
+    """Named by the owner id, not the key: a listing of the folder gives no one a workspace."""
+    return paths.DEFAULT_DATA_DIR / "sessions" / f"{owner_id(key)}.json"
 
 
-def _load(sid: str) -> dict:
-    """The saved setup of tab ``sid``, keeping only known keys whose type matches."""
+def saved_setup(owner: str) -> dict:
+    """An owner's saved setup as stored (the operator's class table reads names from it)."""
     try:
-        with open(_session_file(sid), encoding="utf-8") as f:
+        with open(paths.DEFAULT_DATA_DIR / "sessions" / f"{owner}.json", encoding="utf-8") as f:
+            saved = json.load(f)
+    except (OSError, ValueError):
+        return {}
+    return saved if isinstance(saved, dict) else {}
+
+
+def _load(key: str) -> dict:
+    """The saved setup of workspace ``key``, keeping only known keys whose type matches."""
+    try:
+        with open(_session_file(key), encoding="utf-8") as f:
             saved = json.load(f)
     except (OSError, ValueError):
         return {}
@@ -171,19 +183,43 @@ def _leave_pages_folder_mode() -> None:
 
 
 def init_state() -> None:
-    """This tab's id (from the URL after a refresh, else new) and its setup: saved, else defaults."""
+    """This tab's workspace (the login's, else the URL's key after a refresh, else new),
+    whether it is the operator's, and its setup: saved, else defaults."""
     _leave_pages_folder_mode()
-    if SESSION not in st.session_state:
-        sid = st.query_params.get("sid")
-        st.session_state[SESSION] = sid if sid and _SID.match(sid) else uuid.uuid4().hex[:12]
+    identity.take_operator_link()
+    ss = st.session_state
+    if SESSION not in ss:
+        login = identity.login_key()
+        if login is not None:
+            ss[SESSION], operator = login
+            ss[identity.OPERATOR_FLAG] = ss.get(identity.OPERATOR_FLAG) or operator
+        else:
+            ss[SESSION], note = identity.resolve(st.query_params.get("sid"))
+            if note:
+                ss[identity.NOTE] = note
     saved = None
     for key, default in SETUP_DEFAULTS.items():
         if key not in st.session_state:
             if saved is None:
                 saved = _load(st.session_state[SESSION])
             st.session_state[key] = copy.deepcopy(saved.get(key, default))
-    if st.query_params.get("sid") != st.session_state[SESSION]:
-        st.query_params["sid"] = st.session_state[SESSION]
+    if saved is not None:
+        _own_uploads_only()
+    if identity.KEY.match(ss[SESSION]) and st.query_params.get("sid") != ss[SESSION]:
+        st.query_params["sid"] = ss[SESSION]  # a login's workspace is never put in an address
+
+
+def _own_uploads_only() -> None:
+    """A loaded setup's uploaded zip and weights file must be this visitor's own uploads (a
+    setup saved before workspaces had owners pointed into a folder every visitor shared)."""
+    from pathlib import Path
+    mine = paths.uploads_dir(identity.owner()).resolve()
+    for key, also in ((ZIP_PATH, ZIP_NAME), (WEIGHTS_FILE, None)):
+        value = st.session_state[key]
+        if isinstance(value, str) and not Path(value).resolve().is_relative_to(mine):
+            st.session_state[key] = None
+            if also:
+                st.session_state[also] = None
 
 
 def data_path() -> str | None:
@@ -193,7 +229,7 @@ def data_path() -> str | None:
         demo = paths.demo_dataset()
         return str(demo) if demo else None
     if source == "own":  # only once it has enough classes and photos: until then nothing is selected
-        return own_dataset.ready_path(st.session_state[OWN_DATASET])
+        return own_dataset.ready_path(st.session_state[OWN_DATASET], identity.owner())
     if source == "folder":  # only a folder the operator offers, whatever a saved setup says
         try:
             return str(server_folders.check_folder(st.session_state[FOLDER_PATH]))

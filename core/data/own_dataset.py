@@ -336,13 +336,14 @@ def missing(ds: OwnDataset) -> list[str]:
     return out
 
 
-def ready_path(dataset_id) -> str | None:
-    """The folder to train on when the dataset is ready, else None (also for a bad id)."""
+def ready_path(dataset_id, owner: str) -> str | None:
+    """The folder to train on when ``owner``'s dataset is ready, else None (also for a bad
+    id, or another visitor's dataset: a saved setup never reaches someone else's photos)."""
     try:
         ds = load(dataset_id)
     except (OwnDatasetError, OSError):  # deleted or being renamed by another tab: not selectable now
         return None
-    return None if missing(ds) else str(ds.root)
+    return None if missing(ds) or ds.owner != owner else str(ds.root)
 
 
 def fingerprint(root) -> str:

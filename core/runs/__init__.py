@@ -1,2 +1,2 @@
-"""Runs: saved runs on disk (``store``), the server-wide training queue and its progress and
-time estimates (``jobs``, ``jobs_progress``, ``estimates``)."""
+"""Runs on disk: saved runs (``store``), who may see and change them (``access``) and
+portable bundles (``bundle``).  Persistence only: the queue that makes runs is ``core/jobs``."""

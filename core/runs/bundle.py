@@ -50,8 +50,28 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def portable(file: str, obj):
+    """A run file as it may leave this server: no server path and no owner.  The dataset
+    and an uploaded weights file are named by their last component; the split keeps its
+    dataset-relative file list without its folder; skipped files keep their names."""
+    def name_of(path) -> str | None:
+        return Path(str(path)).name if path else None
+    if file == "config.json" and isinstance(obj, dict):
+        out = {k: v for k, v in obj.items() if k != "owner"}
+        out["data"] = name_of(obj.get("data"))
+        if out.get("weights") not in (None, "imagenet", "none"):
+            out["weights"] = name_of(obj.get("weights"))
+        return out
+    if file == "split.json" and isinstance(obj, dict):
+        return {**{k: v for k, v in obj.items() if k not in ("root", "imported_root")}, "root": None}
+    if file == "skipped.json" and isinstance(obj, list):
+        return [{**s, "path": name_of(s.get("path"))} if isinstance(s, dict) else s for s in obj]
+    return obj
+
+
 def write_bundle(run_dir, out=None) -> Path:
-    """Pack a finished run into ``out`` (default: ``<run>/exports/<run>.transferlab.zip``)."""
+    """Pack a finished run into ``out`` (default: ``<run>/exports/<run>.transferlab.zip``).
+    Its JSON files go through ``portable``: a bundle names no server path and no owner."""
     run = load_run(run_dir)  # refuses an unfinished or damaged run before anything is written
     run_dir = Path(run_dir)
     files = [f for f in RUN_FILES if (run_dir / f).is_file()]
@@ -59,12 +79,18 @@ def write_bundle(run_dir, out=None) -> Path:
     if target.is_dir():
         target = target / f"{run['name']}.transferlab.zip"
     target.parent.mkdir(parents=True, exist_ok=True)
+    data = {f: (json.dumps(portable(f, read_json(run_dir / f)), indent=1, ensure_ascii=False).encode("utf-8")
+                if f.endswith(".json") else None) for f in files}
+    digests = {f: hashlib.sha256(data[f]).hexdigest() if data[f] is not None else _sha256(run_dir / f) for f in files}
     manifest = {"format": FORMAT, "version": 1, "run": run["name"], "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
-                "torch": torch.__version__.split("+")[0], "files": {f: _sha256(run_dir / f) for f in files}}
+                "torch": torch.__version__.split("+")[0], "files": digests}
     tmp = target.with_name(f".{target.name}.part")
     with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as zf:
         for f in files:  # safetensors barely compress, but Deflate is what every unzip reads
-            zf.write(run_dir / f, f"{run['name']}/{f}")
+            if data[f] is None:
+                zf.write(run_dir / f, f"{run['name']}/{f}")
+            else:
+                zf.writestr(f"{run['name']}/{f}", data[f])
         zf.writestr(f"{run['name']}/{MANIFEST}", json.dumps(manifest, indent=1, ensure_ascii=False))
     tmp.replace(target)
     return target
@@ -81,9 +107,10 @@ def bundle_for(run_dir) -> Path:
     return write_bundle(run_dir)
 
 
-def import_bundle(zip_path, runs_dir, display_name: str | None = None) -> Path:
-    """Check and add a bundle to ``runs_dir``; returns the new run folder.  Anything wrong
-    is a BundleError (or ArchiveError) naming the user's file; nothing is left behind."""
+def import_bundle(zip_path, runs_dir, display_name: str | None = None, owner: str | None = None) -> Path:
+    """Check and add a bundle to ``runs_dir`` as a run of ``owner`` (None: the operator's);
+    returns the new run folder.  Anything wrong is a BundleError (or ArchiveError) naming
+    the user's file; nothing is left behind."""
     shown = display_name or Path(zip_path).name
     runs_dir = Path(runs_dir)
     staging = runs_dir / PARTIAL
@@ -103,7 +130,7 @@ def import_bundle(zip_path, runs_dir, display_name: str | None = None) -> Path:
         except RunError as e:
             raise BundleError(f"{shown} is not a usable run bundle: {_without_run_name(e)}") from None
         name = unique_name(runs_dir, run["name"])
-        _localise(root, run, shown)
+        _localise(root, run, shown, owner)
         final = runs_dir / name
         root.replace(final)  # one rename: the run appears whole or not at all
         write_json(final / "config.json", {**read_json(final / "config.json"), "name": name})
@@ -145,14 +172,13 @@ def _check_contents(root: Path, shown: str) -> None:
     (root / MANIFEST).unlink()
 
 
-def _localise(root: Path, run: dict, shown: str) -> None:
-    """The split without its folder (the photos are on the sending machine) and a note of
-    where the run came from."""
+def _localise(root: Path, run: dict, shown: str, owner: str | None) -> None:
+    """The split without its folder (the photos are on the sending machine), the importer
+    as the owner, and a note of where the run came from."""
     split = run.get("split") or {}
-    write_json(root / "split.json", {**{k: v for k, v in split.items() if k != "root"}, "root": None,
-                                     "imported_root": str(split.get("root"))[:300]})
-    config = run["config"]
-    write_json(root / "config.json", {**config, "created": time.time(),
+    write_json(root / "split.json", portable("split.json", split))
+    config = {k: v for k, v in run["config"].items() if k != "owner"}
+    write_json(root / "config.json", {**config, "created": time.time(), "owner": owner,
                                       "imported": {"from": shown, "at": time.strftime("%Y-%m-%dT%H:%M:%S"),
                                                    "name": run["name"], "created": config.get("created")}})
 

@@ -6,7 +6,10 @@ written and the folder is renamed to ``<runs>/<name>/`` in one step.  A folder i
 finished run exactly when it sits at the top level and holds ``summary.json``.
 
 Files: config.json, classes.json, history.json, split.json, load_report.json,
-skipped.json, weights.safetensors (best epoch), summary.json.
+skipped.json, weights.safetensors (best epoch), summary.json; ``published.json`` when
+the operator showed the run to the class.  ``config.json`` names the run's owner
+(``core/access.py``); a partial folder holds ``.writer.json``, the process writing it,
+so a server that starts again can tell a dead writer's leftovers from a live CLI run.
 """
 from __future__ import annotations
 
@@ -21,11 +24,14 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
+from core.access import OPERATOR, Viewer, owner_of
 from core.models.checkpoint import read_safetensors
 from core.errors import RunError, WeightsError
 
 WEIGHTS = "weights.safetensors"
 PARTIAL = ".partial"
+PUBLISHED = "published.json"
+WRITER = ".writer.json"
 
 
 def write_json(path: Path, obj) -> None:
@@ -72,6 +78,7 @@ class RunWriter:
         self.name = unique_name(self.runs_dir, name)
         self.partial = self.runs_dir / PARTIAL / self.name
         self.partial.mkdir()
+        write_json(self.partial / WRITER, process_stamp())
         self.final = self.runs_dir / self.name
         self.history: list[dict] = []
         self.extra: dict = {}
@@ -101,6 +108,7 @@ class RunWriter:
                    "images_per_s": _mean([h["images_per_s"] for h in result.history]),
                    "phases": result.phases, "micro_batch": result.micro_batch}
         write_json(self.partial / "summary.json", summary)
+        (self.partial / WRITER).unlink(missing_ok=True)
         os.replace(self.partial, self.final)
 
     def abandon(self) -> None:
@@ -133,7 +141,8 @@ def list_runs(runs_dir) -> list[dict]:
             except (OSError, ValueError):  # bad JSON or bad UTF-8 (UnicodeDecodeError is a ValueError)
                 continue  # damaged by hand: leave it out of the list rather than fail the page
             if isinstance(config, dict) and isinstance(summary, dict):
-                out.append({"dir": str(p), "name": p.name, "config": config, "summary": summary})
+                out.append({"dir": str(p), "name": p.name, "config": config, "summary": summary,
+                            "owner": owner_of(config), "published": (p / PUBLISHED).is_file()})
 
     def created(r) -> float:
         c = r["config"].get("created", 0)
@@ -196,8 +205,84 @@ def load_weights(run_dir) -> dict[str, torch.Tensor]:
         raise RunError(f"run {run_dir.name!r}: {e}") from None
 
 
-def delete_run(run_dir) -> None:
+def visible_runs(runs_dir, viewer: Viewer) -> list[dict]:
+    """The finished runs ``viewer`` may see: their own and those published to the class
+    (every run, for the operator), newest first."""
+    return [r for r in list_runs(runs_dir) if viewer.can_see(r["owner"], r["published"])]
+
+
+def run_owner(run_dir) -> str:
+    """The owner named in a run folder's config (the operator's when none is)."""
+    try:
+        config = read_json(Path(run_dir) / "config.json")
+    except (OSError, ValueError):
+        return OPERATOR
+    return owner_of(config if isinstance(config, dict) else None)
+
+
+def set_published(run_dir, published: bool, viewer: Viewer) -> None:
+    """Show a finished run to the whole class, or stop showing it (the operator only)."""
+    run_dir = Path(run_dir)
+    if not viewer.operator:
+        raise RunError("only the operator publishes runs to the class")
+    if not is_run(run_dir):
+        raise RunError(f"not a finished run: {run_dir.name}")
+    if published:
+        write_json(run_dir / PUBLISHED, {"at": time.time()})
+    else:
+        (run_dir / PUBLISHED).unlink(missing_ok=True)
+
+
+def delete_run(run_dir, viewer: Viewer) -> None:
     run_dir = Path(run_dir)
     if not is_run(run_dir):
-        raise RunError(f"not a run folder: {run_dir}")
+        raise RunError(f"not a run folder: {run_dir.name}")
+    viewer.require_change(run_owner(run_dir), f"run {run_dir.name!r}")
     shutil.rmtree(run_dir)
+
+
+def process_stamp() -> dict:
+    """This process, as a later one can check it is still the same live process (a pid
+    alone may be reused after a restart: its start time is compared too)."""
+    return {"pid": os.getpid(), "start": _start_ticks(os.getpid())}
+
+
+def _start_ticks(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
+            return int(f.read().rsplit(")", 1)[1].split()[19])  # field 22: start time in clock ticks
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def writer_alive(stamp) -> bool:
+    if not isinstance(stamp, dict) or not isinstance(stamp.get("pid"), int):
+        return False
+    try:
+        os.kill(stamp["pid"], 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's live process
+    return stamp.get("start") is None or _start_ticks(stamp["pid"]) == stamp.get("start")
+
+
+def remove_stale_partials(runs_dir, older_than_s: float = 60.0) -> list[str]:
+    """Remove what crashed or killed writers left under ``.partial/``: a run folder whose
+    writing process is gone (a live CLI run elsewhere is left alone), and any other
+    leftover (an import's staging folder) older than ``older_than_s``.  Returns the names."""
+    base = Path(runs_dir) / PARTIAL
+    removed = []
+    for p in base.iterdir() if base.is_dir() else ():
+        try:
+            stamp = read_json(p / WRITER) if (p / WRITER).is_file() else None
+        except (OSError, ValueError):
+            stamp = None
+        try:
+            old = time.time() - p.stat().st_mtime > older_than_s
+        except OSError:
+            continue
+        if (stamp is not None and not writer_alive(stamp)) or (stamp is None and old):
+            shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+            removed.append(p.name)
+    return removed

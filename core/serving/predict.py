@@ -130,7 +130,7 @@ def evaluate(run_dir, device: str = "auto", batch_size: int = 64) -> dict:
     p = Predictor(run_dir, device)
     split = p.run.get("split") or {}
     if not split.get("root") or not isinstance(split.get("val"), list):
-        where = " (it was imported: they stayed on the machine it was trained on)" if split.get("imported_root") else ""
+        where = " (it was imported: they stayed on the machine it was trained on)" if p.run["config"].get("imported") else ""
         raise RunError(f"run {p.run['name']!r} has no validation images on this machine{where}")
     root = Path(split["root"])
     n = len(p.classes)

@@ -161,6 +161,7 @@ class Sweep:
     def summary(self) -> dict:
         b, k = self.base, len(self.dataset.classes)
         return {"id": self.id, "created": self.created, "status": self.status, "data": str(self.dataset.root),
+                "owner": self.base.owner,
                 "arch": b.arch, "weights": b.weights, "epochs": b.train.epochs, "batch_size": b.train.batch_size,
                 "arms": self.arms, "repeat": self.repeat, "ns": self.ns, "seeds": self.seeds, "dropped_ns": self.dropped_ns,
                 "classes": self.dataset.classes, "num_train": len(self.dataset.train), "num_val": len(self.dataset.val),

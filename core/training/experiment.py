@@ -35,6 +35,12 @@ class ExperimentConfig:
     sync_bn: bool = False             # under torchrun on GPUs: BatchNorm statistics over the global batch
     sweep: dict | None = None         # a data-efficiency point: {"id", "arm", "n", "seed"} (data_efficiency.py)
     confine: bool = False             # the dashboard's: read nothing through links out of the dataset folder (scan_dataset)
+    owner: str | None = None          # who the run belongs to (core/access.py); None: the operator (the CLI)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ExperimentConfig":
+        """The inverse of ``to_dict`` (a job recorded in the queue's database)."""
+        return cls(**{**d, "train": TrainConfig(**d["train"])})
 
     def to_dict(self) -> dict:
         return asdict(self)

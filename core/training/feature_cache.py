@@ -11,7 +11,9 @@ autocast dtype, torch version).
 
 Memory holds up to ``max_bytes`` (least recently used out first); with a ``disk_dir``
 entries are also written as .safetensors (no pickles: loading runs no code), so a server
-restart or a second CLI run starts warm.  Concurrent requests for one key compute it
+restart or a second CLI run starts warm.  The disk holds up to ``disk_max_bytes``
+(``TRANSFERLAB_FEATURE_DISK_MB``, 2 GiB): a read touches a file's mtime, and a write
+removes the least recently used files beyond the bound.  Concurrent requests for one key compute it
 once: the second waits for the first.
 """
 from __future__ import annotations
@@ -27,6 +29,7 @@ from pathlib import Path
 import torch
 
 DEFAULT_MAX_BYTES = 512 * 2**20
+DEFAULT_DISK_MAX_BYTES = int(float(os.environ.get("TRANSFERLAB_FEATURE_DISK_MB", 2048)) * 2**20)
 
 
 def tensors_digest(tensors: dict[str, torch.Tensor]) -> str:
@@ -55,8 +58,9 @@ def feature_key(**parts) -> str:
 
 
 class FeatureCache:
-    def __init__(self, max_bytes: int = DEFAULT_MAX_BYTES, disk_dir: str | os.PathLike | None = None):
-        self.max_bytes = max_bytes
+    def __init__(self, max_bytes: int = DEFAULT_MAX_BYTES, disk_dir: str | os.PathLike | None = None,
+                 disk_max_bytes: int = DEFAULT_DISK_MAX_BYTES):
+        self.max_bytes, self.disk_max_bytes = max_bytes, disk_max_bytes
         self.disk_dir = Path(disk_dir) if disk_dir else None
         self._mem: OrderedDict[str, dict[str, torch.Tensor]] = OrderedDict()
         self._bytes = 0
@@ -133,7 +137,9 @@ class FeatureCache:
         from safetensors import SafetensorError
         from safetensors.torch import load_file
         try:
-            return load_file(str(path))
+            found = load_file(str(path))
+            os.utime(path)  # recently used: the disk bound removes the others first
+            return found
         except (SafetensorError, OSError, ValueError):
             path.unlink(missing_ok=True)  # damaged (a crash mid-write elsewhere): recompute
             return None
@@ -148,8 +154,27 @@ class FeatureCache:
             os.close(fd)
             save_file(tensors, tmp)
             os.replace(tmp, self.disk_dir / f"{key}.safetensors")  # readers never see half a file
+            self.trim_disk(self.disk_max_bytes)
         except OSError:
             pass  # a full or read-only disk costs speed, not correctness
+
+    def trim_disk(self, max_bytes: int) -> int:
+        """Remove the least recently used files until the folder holds at most ``max_bytes``
+        (0: all of them); returns the bytes freed."""
+        files = []
+        for f in self.disk_dir.glob("*.safetensors") if self.disk_dir and self.disk_dir.is_dir() else ():
+            try:
+                st = f.stat()
+            except OSError:
+                continue
+            files.append((st.st_mtime, st.st_size, f))
+        total, freed = sum(size for _, size, _ in files), 0
+        for _, size, f in sorted(files, key=lambda x: x[0]):
+            if total - freed <= max_bytes:
+                break
+            f.unlink(missing_ok=True)
+            freed += size
+        return freed
 
 
 _DEFAULT: FeatureCache | None = None

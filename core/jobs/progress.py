@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from dataclasses import dataclass, field
 
-from core.runs.estimates import SpeedBook, epoch_seconds, epochs_seconds, plan_seconds, sweep_plan
+from core.jobs.estimates import SpeedBook, epoch_seconds, epochs_seconds, plan_seconds, sweep_plan
 
 PHASE_WORDS = {"decode": "reading images", "features": "extracting features", "train": "training",
                "val": "validating", "sweep": "sweeping", "": "preparing"}

@@ -18,6 +18,14 @@ and keeps its result dict on the job for the page that asked.
 A job of kind "data_efficiency" runs the points of a sweep (``data_efficiency.py``) in
 order, each a saved run on its subset; the sweep's summary is rewritten after each point
 and closed when the job ends, stopped or not.
+
+With a ``JobStore`` (``db.py``) every job is recorded as it is submitted, starts, finishes
+a run and ends.  A queue that starts on the same database puts the jobs a killed server
+left waiting or running back in line, in their order, before its workers start: a run
+that was cut short restarts from its first epoch (its partial folder is removed by the
+server's start-up), the runs of the job that had finished stay done, and the job says
+it was resumed.  Every job belongs to an owner (``core/access.py``): only the owner or
+the operator stops it.
 """
 from __future__ import annotations
 
@@ -27,10 +35,12 @@ import traceback
 import uuid
 from dataclasses import dataclass, field
 
+from core.access import Viewer
 from core.errors import TransferLabError
-from core.runs.estimates import SpeedBook, feature_signature, sweep_iters, sweeps_frozen, uses_frozen_path
+from core.jobs.db import JobStore
+from core.jobs.estimates import SpeedBook, feature_signature, sweep_iters, sweeps_frozen, uses_frozen_path
 from core.training.experiment import run_experiment, run_lr_find
-from core.runs.jobs_progress import PointProgress, RunProgress, SweepProgress
+from core.jobs.progress import PointProgress, RunProgress, SweepProgress
 from core.training import data_efficiency
 
 MIN_IMAGES_TO_LEARN = 64  # images a phase must have covered for its rate to teach the speed book
@@ -50,6 +60,8 @@ class Job:
     stop_event: threading.Event = field(default_factory=threading.Event)
     kind: str = "train"               # train | lr_find | data_efficiency
     sweep: object = None              # data_efficiency: the Sweep whose points ``runs`` follow
+    note: str = ""                    # "resumed after a server restart: ..." for its owner's page
+    restarts: int = 0
 
     @property
     def result(self) -> dict | None:
@@ -75,7 +87,7 @@ def default_concurrency(device: str) -> int:
 
 class TrainingQueue:
     def __init__(self, concurrency: int | None = None, device: str | None = None, runner=run_experiment,
-                 lr_finder=run_lr_find):
+                 lr_finder=run_lr_find, store: JobStore | None = None):
         from core.device import pick_device
         self.device = device or pick_device("auto").type
         self.concurrency = concurrency or default_concurrency(self.device)
@@ -84,6 +96,10 @@ class TrainingQueue:
         self.jobs: dict[str, Job] = {}
         self._waiting: list[Job] = []
         self._cond = threading.Condition()
+        self.store = store
+        if store is not None:
+            from core.jobs import restore
+            restore.into(self, store)  # before the workers start: the line is whole when they look
         self._workers = [threading.Thread(target=self._work, name=f"train-worker-{k}", daemon=True)
                          for k in range(self.concurrency)]
         for w in self._workers:
@@ -125,6 +141,9 @@ class TrainingQueue:
         return out
 
     def _enqueue(self, job: Job) -> Job:
+        if self.store is not None:
+            from core.jobs import restore
+            self.store.add(job.id, job.owner, job.kind, job.title, job.created, restore.spec_of(job), restore.state_of(job))
         with self._cond:
             self.jobs[job.id] = job
             self._waiting.append(job)
@@ -180,16 +199,26 @@ class TrainingQueue:
              else RunProgress("estimate", cfg, num_train, num_val))
         return r.remaining_seconds(self.book, self.device, feature_signature(cfg) in self.book.features_done)
 
-    def stop(self, job: Job) -> None:
+    def stop(self, job: Job, viewer: Viewer | None = None) -> None:
         """Stop a job: a waiting one is taken out of the line at once, a running one ends
-        within a batch in whatever phase it is."""
+        within a batch in whatever phase it is.  With ``viewer``, only the job's owner or
+        the operator may (``AccessError`` otherwise)."""
+        if viewer is not None:
+            viewer.require_change(job.owner, f"job {job.title!r}")
         with self._cond:
             job.stop_event.set()
-            if job in self._waiting:
+            ended = job in self._waiting
+            if ended:
                 self._waiting.remove(job)
                 for r in job.runs:
                     r.status, r.stop_phase = "stopped", "queued"
                 job.status, job.finished = "stopped", time.time()
+        if self.store is not None:
+            from core.jobs import restore
+            if ended:
+                self.store.ended(job.id, job.status, job.finished, restore.state_of(job))
+            else:
+                self.store.stop_requested(job.id)
 
     def progress(self, job: Job) -> float:
         """Share of the job done, in time: elapsed / (elapsed + remaining).  Moves through
@@ -215,17 +244,43 @@ class TrainingQueue:
         while True:
             job = self._next()
             job.started = time.time()
+            self._record("started", job)
             try:
                 self._run_job(job)
+            except Exception:  # noqa: BLE001 - never lose the worker thread (a sweep's summary write, a bug)
+                job.status = "error"
+                for r in job.runs:
+                    if r.status in ("queued", "preparing", "running"):
+                        r.status, r.error, r.trace = "error", "the job failed unexpectedly", traceback.format_exc()
             finally:
                 job.finished = time.time()
+                self._record("ended", job)
+
+    def _record(self, what: str, job: Job) -> None:
+        """Write a transition to the database; a full or read-only disk must not stop training."""
+        if self.store is None:
+            return
+        from core.jobs import restore
+        try:
+            if what == "started":
+                self.store.started(job.id, job.started)
+            elif what == "progress":
+                self.store.progress(job.id, restore.state_of(job))
+            else:
+                self.store.ended(job.id, job.status, job.finished, restore.state_of(job))
+        except Exception:  # noqa: BLE001 - sqlite3.OperationalError (disk full, locked), OSError
+            import logging
+            logging.getLogger("transferlab").exception("could not record job %s (%s)", job.id, what)
 
     def _run_job(self, job: Job) -> None:
         for k, r in enumerate(job.runs):
+            if r.status in ("done", "error") or (r.status == "stopped" and r.finished):
+                continue  # finished before a server restart: kept as it was
             if job.stop_event.is_set():
                 r.status, r.stop_phase = "stopped", r.stop_phase or ("queued" if r.started is None else r.stop_phase)
                 continue
             r.begin()
+            self._record("progress", job)  # a restart then knows this run was cut short, and says so
             try:
                 if job.kind == "lr_find":
                     self._sweep(r, job.stop_event)
@@ -248,6 +303,7 @@ class TrainingQueue:
                 r.trace = traceback.format_exc()
             finally:
                 r.finished = time.time()
+                self._record("progress", job)
         states = {r.status for r in job.runs}
         job.status = "error" if "error" in states else "stopped" if "stopped" in states else "done"
         if job.kind == "data_efficiency":

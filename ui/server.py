@@ -1,0 +1,61 @@
+"""What the server does once, when it starts (the lifespan of ``app.py``'s ``st.App``),
+before the first visitor arrives:
+
+* imports what the pages use, so two first visitors never import a library at the same
+  time from two script threads (a half-imported pandas raised "partially initialized
+  module 'pandas' has no attribute 'Series'" in a Train page under two tabs);
+* sweeps what a killed server left (partial runs, unfinished uploads, old tab setups);
+* starts the training queue, which puts the jobs a restart interrupted back in line and
+  runs them without anyone having to open a page;
+* prints the operator's link, once, to the terminal that started the server (never in
+  a page).
+"""
+from __future__ import annotations
+
+import asyncio
+import importlib
+import logging
+from contextlib import asynccontextmanager
+
+log = logging.getLogger("transferlab")
+# Everything a page imports lazily: first imports are not thread-safe across script runs.
+WARM = ("numpy", "pandas", "pyarrow", "plotly.graph_objects", "plotly.express", "plotly.subplots", "PIL.Image",
+        "torch", "torchvision", "safetensors.torch", "core.jobs.queue", "core.serving.predict",
+        "core.serving.export", "core.runs.bundle", "core.training.experiment", "core.disk")
+
+
+def warm_imports() -> None:
+    for name in WARM:
+        try:
+            importlib.import_module(name)
+        except ImportError:  # an optional one (pyarrow comes with streamlit; onnx is only for export)
+            log.info("start-up: %s is not installed", name)
+
+
+def base_url() -> str:
+    from streamlit import config
+    host = config.get_option("server.address") or "localhost"
+    base = (config.get_option("server.baseUrlPath") or "").strip("/")
+    return f"http://{host}:{config.get_option('server.port')}" + (f"/{base}" if base else "")
+
+
+def start_up() -> None:
+    from core import disk
+    from ui import identity
+    from ui.jobs import training_queue
+    warm_imports()
+    removed = {k: v for k, v in disk.sweep_stale().items() if v}
+    queue = training_queue()
+    waiting = sum(1 for j in queue.jobs.values() if j.active)
+    print("\n  transferlab: the operator (teacher) view is at\n"
+          f"    {identity.operator_link(base_url())}\n"
+          "  Keep this link to yourself: whoever opens it sees, stops and deletes everyone's work.\n"
+          + (f"  Back in line after the restart: {waiting} job(s).\n" if waiting else "")
+          + (f"  Removed leftovers: {', '.join(f'{n} {k}' for k, n in removed.items())}.\n" if removed else ""),
+          flush=True)
+
+
+@asynccontextmanager
+async def lifespan(_app):
+    await asyncio.to_thread(start_up)
+    yield

@@ -112,5 +112,4 @@ with slot.container():
         if st.button("Delete", type="primary"):
             delete_run(focus, viewer)
             S.put(S.SELECTED_RUNS, [d for d in chosen if d != focus])
-            st.cache_data.clear()
             st.rerun()

@@ -92,7 +92,6 @@ if doomed and st.button(f"Delete {len(doomed)} run(s) from disk", type="primary"
             delete_run(d, viewer)
         except TransferLabError as e:
             st.error(str(e))
-    st.cache_data.clear()
     st.rerun()
 
 st.subheader("Disk")

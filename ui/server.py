@@ -19,17 +19,46 @@ from contextlib import asynccontextmanager
 
 log = logging.getLogger("transferlab")
 # Everything a page imports lazily: first imports are not thread-safe across script runs.
-WARM = ("numpy", "pandas", "pyarrow", "plotly.graph_objects", "plotly.express", "plotly.subplots", "PIL.Image",
+WARM = ("numpy", "pandas", "pyarrow", "pyarrow.pandas_compat", "plotly.graph_objects", "plotly.express",
+        "plotly.subplots", "plotly.io", "plotly.tools", "plotly.offline", "PIL.Image", "torch.utils.serialization",
         "torch", "torchvision", "safetensors.torch", "core.jobs.queue", "core.serving.predict",
         "core.serving.export", "core.runs.bundle", "core.training.experiment", "core.disk")
 
 
 def warm_imports() -> None:
+    """Import, and run once, what the pages use: plotly and pandas import most of their
+    modules lazily, on first use, so importing the packages alone is not enough."""
     for name in WARM:
         try:
             importlib.import_module(name)
         except ImportError:  # an optional one (pyarrow comes with streamlit; onnx is only for export)
             log.info("start-up: %s is not installed", name)
+    import pandas as pd
+    import plotly.express as px
+    import plotly.graph_objects as go
+    import plotly.io as pio
+    from PIL import Image
+    from plotly.subplots import make_subplots
+    try:  # what st.dataframe does with a frame
+        import pyarrow as pa
+        pa.Table.from_pandas(pd.DataFrame({"n": [1.0], "s": ["x"]}))
+    except ImportError:
+        pass
+    try:  # st.plotly_chart's theme: a template naming every trace type, each imported on first use
+        from streamlit.elements.lib.streamlit_plotly_theme import configure_streamlit_plotly_theme
+        configure_streamlit_plotly_theme()
+        pio.to_json(go.Figure(layout={"template": "streamlit"}))
+    except (ImportError, KeyError, ValueError):  # another Streamlit: the pages then import these themselves
+        pass
+    fig = make_subplots(rows=1, cols=2)
+    fig.add_trace(go.Scatter(x=[1], y=[1], error_y={"array": [0.1]}), row=1, col=1)
+    fig.add_trace(go.Bar(x=[1], y=[1], orientation="h"), row=1, col=2)
+    fig.add_hline(y=0.5, annotation_text="chance")
+    fig.update_xaxes(type="log")
+    for f in (fig, px.imshow([[1, 2], [3, 4]], text_auto=True), px.bar([{"c": "a", "v": 1}], x="c", y="v")):
+        pio.to_json(f)
+        f.to_plotly_json()
+    Image.init()  # every image plugin, once
 
 
 def base_url() -> str:

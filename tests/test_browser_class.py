@@ -74,8 +74,8 @@ def test_two_students_and_the_operator_in_chromium(class_server, tmp_path):
         expect(op.locator('[data-testid="stSidebarNav"]').get_by_text("Class (operator)")).to_be_visible()
         assert SECRET not in op.url  # the secret leaves the address at once
         nav(op, "Class (operator)")
-        expect(op.get_by_text("Class table")).to_be_visible()
-        expect(op.get_by_text(re.compile(r"mobilenet_v2-imagenet-freeze_backbone")).first).to_be_visible()
+        expect(op.get_by_role("heading", name="Class table")).to_be_visible()
+        expect(op.get_by_text(re.compile(r"mobilenet_v2-imagenet-freeze_backbone")).first).to_be_attached()  # a grid cell
         shoot(op, "4-operator-class-page")
         op.get_by_label("Shared with the class (every visitor sees these on Compare and Predict)").click()
         op.get_by_role("option").first.click()

@@ -142,10 +142,10 @@ def test_a_sigkilled_streamlit_server_finishes_the_running_and_the_queued_job(tm
     keys = {k: v[:22] for k, v in keys.items()}
     sessions = tmp_path / "data" / "sessions"
     sessions.mkdir(parents=True)
-    # A fine-tunes the whole network for 2 epochs (tens of seconds here); B trains the frozen default.
-    train = {**S.SETUP_DEFAULTS[S.TRAIN_CFG], "epochs": 2, "schedule": "standard"}
+    # A fine-tunes the whole network for an epoch (about 20 s here); B trains the frozen default.
+    train = {**S.SETUP_DEFAULTS[S.TRAIN_CFG], "epochs": 1, "schedule": "standard"}
     write_json(sessions / f"{owner_of_key(keys['a'])}.json", {S.FREEZE: "none", S.TRAIN_CFG: train})
-    write_json(sessions / f"{owner_of_key(keys['b'])}.json", {S.TRAIN_CFG: {**train, "epochs": 3}})
+    write_json(sessions / f"{owner_of_key(keys['b'])}.json", {S.TRAIN_CFG: {**train, "epochs": 2}})
     db = tmp_path / "data" / "queue.sqlite3"
 
     def rows():
@@ -175,7 +175,7 @@ def test_a_sigkilled_streamlit_server_finishes_the_running_and_the_queued_job(tm
         while not (len(rows()) == 2 and rows()[0][1] == "running" and rows()[1][1] == "queued"):
             assert time.time() < end, rows()
             time.sleep(0.5)
-        time.sleep(8)  # into A's first epoch
+        time.sleep(4)  # into A's run: reading the photos or its first epoch
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(10)
         killed = True

@@ -1,9 +1,8 @@
 """One server-wide training queue: any number of tabs press Start, jobs run in order.
 
 A job is one or more runs (transfer vs scratch is three) started by one owner (a
-browser tab).  Jobs wait in a FIFO queue and run on ``concurrency`` worker threads: one
-on a CPU, where two jobs would only share two cores and each take twice as long (and
-share torch's global RNG, which makes results depend on timing), more on a GPU.
+browser tab).  Jobs wait in a FIFO queue and run on ``concurrency`` worker threads: one,
+on every device (``default_concurrency``).
 
 What jobs never share: models (each run builds its own), traced or folded copies
 (``models/inference.py`` works on private copies), stop signals.  What they do share, read-only
@@ -82,7 +81,13 @@ class Job:
 
 
 def default_concurrency(device: str) -> int:
-    return 2 if device == "cuda" else 1
+    """One job at a time, on a GPU too.  Two jobs at once share torch's global RNG: the
+    crops, shuffles and dropout masks of one run depend on when the other draws, so a
+    frozen run next to another job differs from the same run alone, and a feature-cache
+    entry computed meanwhile can hold views no run alone would draw.  (On a CPU they would
+    also just share the cores.)  More workers wait for per-job ``torch.Generator``s
+    threaded through augmentation, shuffling and dropout."""
+    return 1
 
 
 class TrainingQueue:

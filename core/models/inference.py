@@ -13,6 +13,16 @@ BN whose input *is* the tensor a conv just returned), folded with torch's own
 ``fuse_conv_bn_eval``, and the result is checked against the unfolded copy on the same
 probe; any doubt and the plain eval model is used.  Nothing global is touched, and the
 original model is never modified.
+
+The check asks whether the fold is the same function, so it must not measure the
+device's arithmetic instead: on CUDA, cuDNN runs float32 convolutions in TF32 by default
+(10-bit mantissas), and the folded and unfolded weights round differently there (6e-4
+against the 2e-4 allowed, emulated on a CPU), which refused every fold.  So on CUDA the
+check runs in float64, where TF32 never applies, on double copies of the folded float32
+weights and of the original: a structural mistake still shows as an O(1) gap, rounding
+does not.  Flipping ``allow_tf32`` off for the check would touch a global setting that
+another thread's training reads meanwhile.  On a CPU float32 is IEEE and the check stays
+float32 (float64 convolutions run several times slower there); MPS has no float64.
 """
 from __future__ import annotations
 
@@ -65,19 +75,34 @@ def _conv_bn_pairs(model: nn.Module, probe: torch.Tensor) -> tuple[list[tuple[st
     return once, out
 
 
-def fold_batchnorm(model: nn.Module, probe: torch.Tensor) -> nn.Module | None:
-    """A folded eval copy of ``model``, or None when folding cannot be shown to be exact."""
+def check_dtype(device: torch.device) -> torch.dtype:
+    """The precision the fold is checked in on ``device`` (see the module docstring)."""
+    return torch.float64 if device.type == "cuda" else torch.float32
+
+
+def fold_batchnorm(model: nn.Module, probe: torch.Tensor, dtype: torch.dtype | None = None) -> nn.Module | None:
+    """A folded eval copy of ``model``, or None when folding cannot be shown to be exact.
+    The check runs in ``dtype`` (default: ``check_dtype`` of the probe's device)."""
+    if not any(isinstance(m, nn.BatchNorm2d) for m in model.modules()):
+        return None  # nothing to fold (ViT, Swin, SqueezeNet): no copy made
+    dtype = dtype or check_dtype(probe.device)
     folded = copy.deepcopy(model).eval()
     try:
-        pairs, reference = _conv_bn_pairs(folded, probe)
+        # The pairs and the reference from a copy in the check's precision (the folded copy
+        # itself when that is its own): the graph is the same in any dtype.
+        exact = folded if dtype == probe.dtype else copy.deepcopy(folded).to(dtype)
+        pairs, reference = _conv_bn_pairs(exact, probe.to(dtype))
+        del exact
         if not pairs:
             return None
         for conv_name, bn_name in pairs:
             conv, bn = folded.get_submodule(conv_name), folded.get_submodule(bn_name)
             folded.set_submodule(conv_name, fuse_conv_bn_eval(conv, bn))
             folded.set_submodule(bn_name, nn.Identity())
+        # The folded weights as they will run (rounded to their own dtype), compared in ``dtype``.
+        check = folded if dtype == probe.dtype else copy.deepcopy(folded).to(dtype)
         with torch.inference_mode():
-            out = folded(probe)
+            out = check(probe.to(dtype))
     except Exception:  # noqa: BLE001 - a model that rejects the probe is simply not folded
         return None
     if not _same(reference, out):
@@ -120,3 +145,9 @@ class _EvalView(nn.Module):
             return m(x)
         finally:
             m.train(was)
+
+
+def is_view_of(fast: nn.Module, model: nn.Module) -> bool:
+    """Whether ``fused_for_inference(model)`` gave ``model`` itself (nothing folded), not a copy:
+    then whatever holds hooks on ``model`` (Grad-CAM) also sees the fast model's passes."""
+    return isinstance(fast, _EvalView) and fast.inner[0] is model

@@ -1,6 +1,7 @@
 """Using a finished run: classify images, and evaluate it on its validation split."""
 from __future__ import annotations
 
+import contextlib
 import math
 from collections import OrderedDict
 import threading
@@ -12,7 +13,7 @@ from torchvision.transforms import InterpolationMode
 from core.device import pick_device
 from core.errors import RunError
 from core.data.images import ImageReadError, load_rgb
-from core.models.inference import fused_for_inference
+from core.models.inference import fused_for_inference, is_view_of
 from core.runs.store import WEIGHTS, load_run, load_weights
 from core.data.transforms import TransformSpec, eval_transform
 from core.models.zoo import ModelSpec, instantiate, list_architectures
@@ -96,11 +97,18 @@ class Predictor:
         # The dashboard shares one Predictor between tabs; Grad-CAM puts hooks on
         # self.model, so two explanations at once would see each other's activations.
         self.cam_lock = threading.Lock()
+        # Where nothing folds (SqueezeNet, ViTs) fast_model is self.model itself: a prediction
+        # during an explanation ran through its hooks (an inference tensor cannot take a
+        # gradient hook) and fed it the wrong activations.  There predictions take the same
+        # lock (an explanation is one forward and backward); a folded copy needs none.
+        self._predict_lock = self.cam_lock if is_view_of(self.fast_model, self.model) else contextlib.nullcontext()
 
     @torch.inference_mode()
     def probabilities(self, images) -> torch.Tensor:
         x = torch.stack([self.transform(img) for img in images]).to(self.device)
-        return torch.softmax(self.fast_model(x.contiguous(memory_format=torch.channels_last)).float(), dim=1).cpu()
+        with self._predict_lock:
+            logits = self.fast_model(x.contiguous(memory_format=torch.channels_last))
+        return torch.softmax(logits.float(), dim=1).cpu()
 
     def predict(self, image, topk: int = 3) -> list[dict]:
         """Top-k [{"label", "prob"}] for one PIL image (or path / file object)."""

@@ -173,3 +173,29 @@ def test_the_operator_link_opens_the_class_page_and_a_wrong_one_does_not(app, a_
     assert not op.exception
     assert list_runs(isolated_dirs / "runs")[0]["published"]
     assert (isolated_dirs / "data" / "operator_secret").stat().st_mode & 0o077 == 0
+
+
+class FakeUser(dict):
+    is_logged_in = True
+
+
+def test_a_login_is_the_workspace_and_never_goes_into_the_address(monkeypatch, isolated_dirs):
+    """With the operator's OIDC login, the account is the workspace (on any device) and an
+    operator account is the operator; the login's key is never put in a URL (``oidc:…``
+    is not a key any address can name)."""
+    import streamlit as st
+    from core.access import owner_id
+    from streamlit.testing.v1 import AppTest
+    from tests.conftest import ROOT
+    from ui import identity
+    monkeypatch.setattr(st, "user", FakeUser(sub="42", email="teacher@school.org"))
+    monkeypatch.setattr(identity, "_setting", lambda name, default=None: ["teacher@school.org"]
+                        if name == "operators" else default)
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60)
+    at.query_params["sid"] = VISITOR  # ignored: the login decides
+    at.run()
+    assert not at.exception
+    assert at.session_state[S.SESSION] == "oidc:42" and at.session_state[identity.OPERATOR_FLAG]
+    assert at.query_params.get("sid") == VISITOR  # left as it was, not replaced by the login's key
+    assert identity.resolve("oidc:42")[0] != "oidc:42"  # an address naming a login's key gets a new workspace
+    assert owner_id("oidc:42") != owner_id(VISITOR)

@@ -201,6 +201,8 @@ def workspace_box(viewer) -> None:
     if note:
         st.warning(note, icon=":material/fiber_new:")
     with st.expander("Your workspace", icon=":material/badge:"):
+        if identity.login_configured() and not st.session_state[S.SESSION].startswith("oidc:"):
+            st.button("Log in to keep your work with your account", on_click=st.login, icon=":material/login:")
         if identity.KEY.match(st.session_state[S.SESSION]):
             st.caption("This page's address is your workspace: **bookmark it** to come back to your runs, datasets "
                        "and setup. Anyone you give the address to *is* you here (sees, changes and deletes your work), "

@@ -64,6 +64,14 @@ def login_key() -> tuple[str, bool] | None:
     return f"oidc:{who}", isinstance(operators, (list, tuple)) and user.get("email") in operators
 
 
+def login_configured() -> bool:
+    """Whether the operator set up Streamlit's OIDC login (``[auth]`` in secrets.toml)."""
+    try:
+        return "auth" in st.secrets
+    except Exception:  # noqa: BLE001 - no secrets file
+        return False
+
+
 def _setting(name: str, default=None):
     """``[transferlab]`` in .streamlit/secrets.toml; no secrets file is the usual case."""
     try:

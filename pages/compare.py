@@ -1,4 +1,5 @@
 """Compare: overlay runs' curves, a summary table, and a closer look at one run."""
+import uuid
 from pathlib import Path
 
 import plotly.express as px
@@ -69,8 +70,11 @@ try:
     ev, problem = common.cached_evaluation(focus, Path(focus, "summary.json").stat().st_mtime), None
 except RunError as e:  # an imported run: its photos are on the machine that trained it
     ev, problem = None, (st.info, f"Not evaluated here: {e}.")
-except Exception as e:  # noqa: BLE001 - e.g. the dataset moved since training
-    ev, problem = None, (st.error, f"Cannot evaluate this run on its validation images: {e}")
+except Exception:  # noqa: BLE001 - e.g. the dataset moved since training; the reason may name server paths
+    error_id = uuid.uuid4().hex[:8]
+    common.log.exception("error %s evaluating run %s", error_id, by_dir[focus]["name"])
+    ev, problem = None, (st.error, "Cannot evaluate this run on its validation images (moved or changed since it "
+                                   f"was trained?). The details are in the server log under error id **{error_id}**.")
 with slot.container():
     phases = schedule_view.phase_rows(run["summary"], run["config"].get("freeze"))
     if phases:

@@ -128,6 +128,9 @@ class BatchSource:
                  pin_memory: bool = False, progress=None, stop=None, sampler=None):
         self.samples, self.spec, self.train, self.batch_size = samples, spec, train, batch_size
         self.sampler = sampler
+        # For a GPU: batches in page-locked memory, so the trainer's non_blocking copy is one
+        # (from ordinary memory it is synchronous); the DataLoader below pins its own.
+        self.pin_memory = pin_memory
         # Training crops are taken from a presized copy: twice the crop, never upscaled, so
         # RandomResizedCrop sees (nearly) the detail of the original photo.
         short = spec.resize_size if not train else max(spec.resize_size, 2 * spec.crop_size)
@@ -156,5 +159,6 @@ class BatchSource:
             order = torch.randperm(n) if self.train else torch.arange(n)
         make = train_batch if self.train else eval_batch
         for start in range(0, len(order), self.batch_size):
-            idx = order[start:start + self.batch_size].tolist()
-            yield make([self.cache.images[i] for i in idx], self.spec), self.cache.labels[idx]
+            idx = order[start:start + self.batch_size].tolist()  # a host tensor: no device sync
+            x, y = make([self.cache.images[i] for i in idx], self.spec), self.cache.labels[idx]
+            yield (x.pin_memory(), y.pin_memory()) if self.pin_memory else (x, y)

@@ -15,10 +15,11 @@ The rules, so a run means the same thing on one process or many:
   same number of steps.  Validation is sharded without padding (the sampler's order,
   padding dropped), and sums of loss, correct and count are reduced: the accuracy is
   exact, not a mean of means.
-* Frozen fast path: each rank runs the body over its shard of images; the features are
-  gathered so every rank holds all of them, then every rank trains the head alike (same
-  seed, same order).  A head step costs microseconds: syncing its gradients would cost
-  more than it saves, and identical ranks need no metric reduction.
+* Frozen fast path (``frozen_path.prepare_sharded``): each rank runs the body over its
+  shard of images; the features are gathered so every rank holds all of them, then
+  every rank trains the head alike (same seed, same order).  A head step costs
+  microseconds: syncing its gradients would cost more than it saves, and identical
+  ranks need no metric reduction.
 * Rank 0 alone writes the run and prints; setup errors (bad data, bad weights) are
   agreed first so one line reports them.
 * Collectives time out after ``TRANSFERLAB_DIST_TIMEOUT`` seconds (300): a hung peer
@@ -52,7 +53,7 @@ from core.errors import ImageReadError, TransferLabError
 from core.training.stop_signals import FORWARD_WINDOW_S, STOP_NOTICE, StopOnSignal, ignore_stops
 
 DEFAULT_TIMEOUT_S = 300
-_SHARD_SEED = 1_000_003  # per-rank offset of augmentation seeds: ranks draw different crops
+SHARD_SEED = 1_000_003  # per-rank offset of augmentation seeds: ranks draw different crops
 
 
 class AlreadyReported(Exception):
@@ -99,7 +100,7 @@ class Ranks:
     def seed_offset(self, path: str) -> int:
         # Plain path: ranks see different images, so they draw different crops and dropout.
         # Frozen path: every rank trains the same head on the same features, in step.
-        return self.rank * _SHARD_SEED if self.active and path == "plain" else 0
+        return self.rank * SHARD_SEED if self.active and path == "plain" else 0
 
     # ---- collectives -------------------------------------------------------------------
     def _comm(self) -> torch.device:
@@ -336,22 +337,3 @@ def _alive(pid: int) -> bool:
             except OSError:
                 return False
         return False
-
-
-def prepare_frozen(ranks: Ranks, model, arch, train_samples, val_samples, spec, cfg, device, autocast, infer_bs,
-                   cache, emit, stop):
-    """The frozen features on every rank, each rank running the body over its shard only.
-    A fallback to the plain path on any rank is a fallback on all of them."""
-    from core.training import frozen_path
-    shard_cfg = dataclasses.replace(cfg, seed=cfg.seed + ranks.rank * _SHARD_SEED)  # this shard's crops
-    got = frozen_path.prepare(model, arch, ranks.shard(train_samples), ranks.shard(val_samples), spec, shard_cfg,
-                              device, autocast, infer_bs, cache, emit, stop,
-                              key_extra={"shard": f"{ranks.rank}/{ranks.world}"})
-    if ranks.any(isinstance(got, str)):
-        return got if isinstance(got, str) else "frozen fast path failed its equivalence check on another rank"
-    got.val_features = ranks.gather_shards(got.val_features, len(val_samples))
-    got.val_labels = torch.tensor([y for _, y in val_samples])
-    got.train_views = [ranks.gather_shards(v, len(train_samples)) for v in got.train_views]
-    got.train_labels = torch.tensor([y for _, y in train_samples])
-    # got.val_source stays this rank's shard: the plain path after an unfreeze validates shards.
-    return got

@@ -135,6 +135,6 @@ def run_lr_find(cfg: ExperimentConfig, listeners=(), dataset: Dataset | None = N
     built = prepare_model(cfg, len(dataset.classes))
     trainer = Trainer(built.model, cfg.arch, dataset.train, dataset.val, built.transform, cfg.train, device,
                       list(listeners), freeze=cfg.freeze)
-    out = find_lr(trainer, start, end, iters, stop)
+    out = trainer.guarded(find_lr, trainer, start, end, iters, stop)  # out of GPU memory: the trainer's one message
     return {**out, "arch": cfg.arch, "weights": built.weights, "freeze": cfg.freeze, "schedule": cfg.train.schedule,
             "optimizer": cfg.train.optimizer, "batch_size": cfg.train.batch_size, "num_train": len(dataset.train)}

@@ -84,6 +84,7 @@ def module_path(model: nn.Module, module: nn.Module) -> str:
 def tail_inputs(model: nn.Module, entry: nn.Module, batches, device, amp_ctx=None, on_batch=None) -> torch.Tensor:
     """Inputs of ``entry`` for every batch, computed in eval mode and stopped right there.
     Runs on a BatchNorm-folded copy (``models/inference.py``) where the model can be traced."""
+    from core.device import to_device
     from core.models.inference import fused_for_inference
     path = module_path(model, entry)
     net = fused_for_inference(model)
@@ -102,7 +103,7 @@ def tail_inputs(model: nn.Module, entry: nn.Module, batches, device, amp_ctx=Non
     model.eval()
     try:
         for k, (x, _) in enumerate(batches):
-            x = x.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+            x = to_device(x, device).contiguous(memory_format=torch.channels_last)
             try:
                 with amp_ctx() if amp_ctx else torch.autocast(device.type, enabled=False):
                     model(x)

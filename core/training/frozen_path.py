@@ -4,10 +4,17 @@
 checking the cut).  This module decides what to compute and what to take from the
 shared ``FeatureCache``, and reports progress:
 
-* validation features: the evaluation view of every validation image;
+* validation features: the evaluation view of every validation image, computed in fp32
+  whatever the run's ``amp``: validation is fp32 (``trainer._validate``), so the accuracy a
+  run records is what Predict and Compare's evaluation compute, and the equivalence check
+  below compares an fp32 tail with the fp32 full model, like with like.  Under autocast
+  (bf16 on CUDA by default) the check failed on a ~1e-2 logit gap and every head-only run
+  trained the whole network instead;
 * training views: ``feature_views`` augmented views of every training image, view v
   drawn with the seed ``seed * 7919 + v``, so a view computed now equals the same view
-  computed in another job (that is what makes sharing exact).
+  computed in another job (that is what makes sharing exact).  These run under the run's
+  autocast: they are training inputs, and the body's bf16 rounding is noise far below the
+  augmentation's.  They come from the same cut as the checked validation features.
 
 A run on a subset of a training list (the data-efficiency sweep) passes that list as a
 ``FeaturePool``: the views are computed and cached for the whole pool, with the pool's
@@ -24,6 +31,7 @@ then take no image decoding and no full forward pass at all.
 """
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass
 
@@ -108,10 +116,10 @@ def prepare(model, arch, train_samples, val_samples, spec, cfg, device, autocast
     def decode_progress(what):
         return lambda d, n: emit("on_progress", {"phase": "decode", "what": what, "done": d, "total": n})
 
-    def cached(key_parts: dict, compute):
+    def cached(key_parts: dict, compute, key_base=base):
         if cache is None:
             return compute(), False
-        value, hit = cache.get_or_compute(feature_key(**base, **key_parts), lambda: {"x": compute()})
+        value, hit = cache.get_or_compute(feature_key(**key_base, **key_parts), lambda: {"x": compute()})
         return value["x"], hit
 
     def val_features():
@@ -120,14 +128,17 @@ def prepare(model, arch, train_samples, val_samples, spec, cfg, device, autocast
                                      progress=decode_progress("validation images"), stop=stop)
         out.decode_seconds += time.perf_counter() - t
         t = time.perf_counter()
-        x = features.tail_inputs(model, entry, out.val_source, device, autocast, on_batch)
+        x = features.tail_inputs(model, entry, out.val_source, device, None, on_batch)  # fp32: see the docstring
         out.feature_seconds += time.perf_counter() - t
         return x
 
+    # Keyed as fp32 ("off"): shared by runs with and without amp, and never an entry an
+    # earlier version computed under autocast.
+    val_base = {**base, "amp": "off"}
     val_parts = {"kind": "val", "files": files_signature(val_samples)}
-    out.val_features, hit = cached(val_parts, val_features)
+    out.val_features, hit = cached(val_parts, val_features, val_base)
     out.hits, out.computed = out.hits + hit, out.computed + (not hit)
-    checked = feature_key(**base, **val_parts) if cache is not None else None
+    checked = feature_key(**val_base, **val_parts) if cache is not None else None
     if checked not in _VERIFIED or checked is None:
         if not features.verify_tail(model, tail, _first_val_batch(out, val_samples, spec, infer_bs),
                                     out.val_features[:min(infer_bs, len(val_samples))], device):
@@ -157,6 +168,25 @@ def prepare(model, arch, train_samples, val_samples, spec, cfg, device, autocast
         out.train_views.append(x if rows is None else x[rows])
         out.hits, out.computed = out.hits + hit, out.computed + (not hit)
     return out
+
+
+def prepare_sharded(ranks, model, arch, train_samples, val_samples, spec, cfg, device, autocast, infer_bs,
+                    cache, emit, stop):
+    """Under torchrun (``distributed.Ranks``): the frozen features on every rank, each rank
+    running the body over its shard only.  A fallback to the plain path on any rank is a
+    fallback on all of them."""
+    from core.training.distributed import SHARD_SEED
+    shard_cfg = dataclasses.replace(cfg, seed=cfg.seed + ranks.rank * SHARD_SEED)  # this shard's crops
+    got = prepare(model, arch, ranks.shard(train_samples), ranks.shard(val_samples), spec, shard_cfg,
+                  device, autocast, infer_bs, cache, emit, stop, key_extra={"shard": f"{ranks.rank}/{ranks.world}"})
+    if ranks.any(isinstance(got, str)):
+        return got if isinstance(got, str) else "frozen fast path failed its equivalence check on another rank"
+    got.val_features = ranks.gather_shards(got.val_features, len(val_samples))
+    got.val_labels = torch.tensor([y for _, y in val_samples])
+    got.train_views = [ranks.gather_shards(v, len(train_samples)) for v in got.train_views]
+    got.train_labels = torch.tensor([y for _, y in train_samples])
+    # got.val_source stays this rank's shard: the plain path after an unfreeze validates shards.
+    return got
 
 
 def _first_val_batch(out: FrozenFeatures, val_samples, spec, infer_bs: int) -> torch.Tensor:

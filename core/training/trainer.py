@@ -9,7 +9,8 @@ A schedule (``schedules.py``) divides the epochs into phases: ``standard`` is on
 ``fine_tune`` trains the head alone first and then unfreezes with discriminative rates.
 Each phase picks its path; ``on_phase_start`` marks a change.
 
-Two ways through an epoch, chosen automatically per phase and with the same meaning:
+Two ways through an epoch, chosen automatically per phase and with the same meaning
+(the passes themselves are in ``passes.py``):
 * plain: full forward/backward over batches from ``data.batches.BatchSource``;
 * frozen fast path (``features.py``, ``frozen_path.py``): the frozen body runs once, the
   head trains on its cached output, shared across runs by ``feature_cache.py``.  Used
@@ -18,7 +19,16 @@ Two ways through an epoch, chosen automatically per phase and with the same mean
 A stop request takes effect within a batch in every phase (decoding, feature
 extraction, training, validation); a run stopped before its first validated epoch
 keeps nothing.  Besides the events above, ``on_progress({"phase", "done", "total"})``
-reports decoding, feature extraction and validation.
+reports decoding, feature extraction and validation.  ``on_batch_end``'s ``loss`` is a
+0-dim tensor on the training device: ``float()`` it if you need the number (the LR
+finder does); reading it waits for the GPU, so the loop itself never does (``tally.py``).
+
+Validation runs in fp32 whatever ``amp`` says: the best epoch is chosen, and its
+accuracy recorded, on the numbers Predict, Compare's evaluation and the exports compute
+(all fp32); under bf16 autocast they differed.  Training keeps autocast, where the speed is.
+
+A GPU out-of-memory error ends the run as ``oom.OutOfMemory``, a bad-input error that
+names the batch size and a smaller one, with the GPU's cache emptied.
 """
 from __future__ import annotations
 
@@ -27,24 +37,16 @@ import time
 import torch
 from torch import nn
 
-from core.training import distributed, features, frozen_path, micro_batch, schedules
-from core.models.inference import fused_for_inference
+from core.training import distributed, features, frozen_path, micro_batch, oom, schedules
 from core.device import amp_context, inference_batch_size, needs_grad_scaler
+from core.training.passes import Passes, compute_loss  # noqa: F401 - compute_loss is also imported from here
 from core.data.batches import BatchSource, Stopped
 from core.models.surgery import freeze, keep_bn_statistics, stages_of, train_mode
 from core.data.transforms import TransformSpec
 from core.training.train_config import TrainConfig, TrainResult  # noqa: F401 - also imported from here
 
 
-def compute_loss(out, y, criterion) -> tuple[torch.Tensor, torch.Tensor]:
-    """Loss and main logits; GoogLeNet/Inception return auxiliary logits while training."""
-    if isinstance(out, tuple):
-        main, aux = out[0], [a for a in out[1:] if a is not None]
-        return criterion(main, y) + 0.4 * sum(criterion(a, y) for a in aux), main
-    return criterion(out, y), out
-
-
-class Trainer:
+class Trainer(Passes):
     def __init__(self, model: nn.Module, arch: str, train_samples, val_samples, spec: TransformSpec,
                  cfg: TrainConfig, device: torch.device, listeners=(), stop: threading.Event | None = None,
                  feature_cache=None, freeze=None, ranks: distributed.Ranks | None = None):
@@ -57,6 +59,8 @@ class Trainer:
         self.base_freeze = freeze if freeze is not None else "none"  # the experiment's strategy (for the schedule)
         self.train_source = self.val_source = None
         self.path, self.micro, self.bn_frozen = "plain", 0, False
+        self.infer_bs = inference_batch_size(device, arch)  # eval-mode batches (validation, features)
+        self.activity = "preparing"  # what runs now, for an out-of-memory message
         self._stop = stop or threading.Event()  # a job's one stop signal, shared by its runs
         self.autocast = amp_context(device, cfg.amp)
         self.scaler = torch.amp.GradScaler("cuda") if needs_grad_scaler(device, cfg.amp) else None
@@ -88,6 +92,20 @@ class Trainer:
 
     # ---- the loop --------------------------------------------------------------------
     def fit(self) -> TrainResult:
+        return self.guarded(self._fit)
+
+    def guarded(self, fn, *args, **kwargs):
+        """``fn(...)``, a GPU out-of-memory error turned into ``oom.OutOfMemory`` (the LR finder
+        runs through here too)."""
+        try:
+            return fn(*args, **kwargs)
+        except torch.cuda.OutOfMemoryError:
+            pass  # leave the handler first: the error's traceback holds the failed step's tensors
+        self.model.zero_grad(set_to_none=True)
+        oom.free_memory()
+        raise oom.OutOfMemory(oom.message(self.arch, self.activity, self.cfg.batch_size, self.micro, self.infer_bs))
+
+    def _fit(self) -> TrainResult:
         cfg, t0 = self.cfg, time.perf_counter()
         torch.manual_seed(cfg.seed)
         self.model.to(self.device, memory_format=torch.channels_last)
@@ -192,13 +210,13 @@ class Trainer:
         blocker = features.fast_path_blocker(self.model, self.arch) if cfg.fast else "fast paths off"
         pin = self.device.type == "cuda"
         cache_mb = cfg.cache_mb if cfg.fast else 0
-        self.infer_bs = inference_batch_size(self.device)
         self.val_features = None
         if blocker is None:
+            self.activity = "extracting features"
             if self.ranks.active:  # each rank runs the body over its shard; features gathered
-                got = distributed.prepare_frozen(self.ranks, self.model, self.arch, self.train_samples, self.val_samples,
-                                                 self.spec, cfg, self.device, self.autocast, self.infer_bs,
-                                                 self.feature_cache, self.emit, self._stop)
+                got = frozen_path.prepare_sharded(self.ranks, self.model, self.arch, self.train_samples,
+                                                  self.val_samples, self.spec, cfg, self.device, self.autocast,
+                                                  self.infer_bs, self.feature_cache, self.emit, self._stop)
             else:
                 got = frozen_path.prepare(self.model, self.arch, self.train_samples, self.val_samples, self.spec, cfg,
                                           self.device, self.autocast, self.infer_bs, self.feature_cache, self.emit,
@@ -215,6 +233,7 @@ class Trainer:
                                     + (f"; {got.hits} of {got.hits + got.computed} feature sets reused from earlier runs"
                                        if got.hits else ""))
                 return self._frozen_epoch
+        self.activity = "preparing"
         if first:
             result.path_note = blocker or ""
         else:
@@ -249,97 +268,3 @@ class Trainer:
         if self.path == "plain":  # per rank: its padded shard in local batches (one rank: all, in whole ones)
             return -(-self.ranks.shard_len(len(self.train_samples)) // self.ranks.local_batch(self.cfg.batch_size))
         return -(-len(self.train_samples) // self.cfg.batch_size)
-
-    def _backward(self, loss) -> None:
-        if self.scaler:
-            self.scaler.scale(loss).backward()
-        else:
-            loss.backward()
-
-    def _step(self, opt) -> None:
-        if self.scaler:
-            self.scaler.step(opt)
-            self.scaler.update()
-        else:
-            opt.step()
-
-    def _run_batches(self, epoch, batches, forward, opt, criterion, per_step, micro: int = 0):
-        """Train over ``batches``: one optimiser step per batch, forward/backward on slices
-        of ``micro`` images (the whole batch when 0), gradients accumulated."""
-        total_loss, correct, seen, n_batches = 0.0, 0, 0, self._batches_per_epoch()
-        for b, (x, y) in enumerate(batches):
-            if self._stop_agreed():
-                break
-            y = y.to(self.device, non_blocking=True)
-            n = y.shape[0]
-            size = micro or n
-            opt.zero_grad(set_to_none=True)
-            batch_loss = 0.0
-            for s in range(0, n, size):
-                ys = y[s:s + size]
-                with self.ranks.no_sync(self.ddp, last=s + size >= n), self.autocast():
-                    loss, logits = compute_loss(forward(x[s:s + size]), ys, criterion)
-                    # Mean over the slice, weighted by its share: the batch's mean loss and gradient.
-                    self._backward(loss * (ys.shape[0] / n) if size < n else loss)
-                batch_loss += loss.item() * ys.shape[0]
-                correct += (logits.argmax(1) == ys).sum().item()
-            self._step(opt)
-            if per_step is not None:
-                per_step.step()
-            total_loss += batch_loss
-            seen += n
-            self.emit("on_batch_end", {"epoch": epoch, "batch": b + 1, "batches": n_batches, "loss": batch_loss / n})
-        if self.path == "plain":  # ranks trained on different shards: sums over all of them
-            total_loss, correct, seen = self.ranks.sum(total_loss, correct, seen)
-            seen = int(seen)
-        return (total_loss / max(seen, 1), correct / max(seen, 1), seen)
-
-    def _plain_epoch(self, epoch, opt, criterion, per_step=None):
-        self._train_mode()
-        net = self.model if self.ddp is None else self.ddp  # DDP under torchrun: gradients averaged over ranks
-
-        def forward(x):
-            return net(x.to(self.device, non_blocking=True).contiguous(memory_format=torch.channels_last))
-        return self._run_batches(epoch, self.train_source, forward, opt, criterion, per_step, self.micro)
-
-    @torch.inference_mode()
-    def _validate(self, criterion, epoch: int = 0) -> tuple[float, float] | None:
-        """(loss, accuracy) on the validation split, or None if a stop request cut it short."""
-        if self.val_features is not None:
-            batches = ((self.val_features[i:i + 256], self.val_labels[i:i + 256]) for i in range(0, len(self.val_labels), 256))
-            net, total = self.tail, -(-len(self.val_labels) // 256)
-        else:
-            batches = ((x.to(self.device, non_blocking=True).contiguous(memory_format=torch.channels_last), y)
-                       for x, y in self.val_source)
-            net, total = fused_for_inference(self.model), len(self.val_source)  # this epoch's weights, BatchNorm folded in
-        if self.ranks.active and self._stop_agreed():  # ranks' shards differ by a batch: vote once, before
-            return None
-        self.model.eval()
-        total_loss, correct, n = 0.0, 0, 0
-        try:
-            for k, (x, y) in enumerate(batches):
-                if self.stopping and not self.ranks.active:
-                    return None
-                y = y.to(self.device)
-                with self.autocast():
-                    logits = net(x.to(self.device))
-                total_loss += criterion(logits.float(), y).item() * y.shape[0]
-                correct += (logits.argmax(1) == y).sum().item()
-                n += y.shape[0]
-                self.emit("on_progress", {"phase": "val", "epoch": epoch, "done": k + 1, "total": total})
-        finally:
-            self._train_mode()
-        if self.val_features is None:  # plain path: each rank validated its shard
-            total_loss, correct, n = self.ranks.sum(total_loss, correct, n)
-        return total_loss / max(n, 1), correct / max(n, 1)
-
-    # ---- frozen fast path (prepared by frozen_path.py) ----------------------------------
-    def _frozen_epoch(self, epoch, opt, criterion, per_step=None):
-        self._train_mode()
-        views = self.frozen.train_views
-        feats, labels = views[(epoch - 1) % len(views)], self.frozen.train_labels
-        order = torch.randperm(len(labels))
-        bs = self.cfg.batch_size
-        batches = ((feats[order[i:i + bs]], labels[order[i:i + bs]]) for i in range(0, len(order), bs))
-        return self._run_batches(epoch, batches, lambda f: self.tail(f.to(self.device, non_blocking=True)), opt, criterion,
-                                 per_step)

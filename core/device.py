@@ -24,6 +24,16 @@ def pick_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
+def gpus_short(processes: int) -> str | None:
+    """Why ``processes`` processes on this machine cannot have a GPU each (torchrun's
+    ``--nproc_per_node``), or None when they can."""
+    gpus = torch.cuda.device_count()
+    if processes <= gpus:
+        return None
+    return (f"torchrun started {processes} processes on this machine but it has {gpus} GPU(s): use "
+            f"--nproc_per_node={gpus} (one process per GPU), or --device cpu")
+
+
 def device_label(device: torch.device | str = "auto") -> str:
     device = pick_device(device) if isinstance(device, str) else device
     if device.type == "cuda":

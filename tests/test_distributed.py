@@ -332,3 +332,31 @@ def test_torchruns_stop_landing_while_a_survivor_reports_a_lost_peer_adds_no_sec
     errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
     assert status == 1
     assert errors == [f"error: rank 0 of 2 (pid {gone.pid}) ended unexpectedly; all ranks stopped and no run was saved"]
+
+
+def test_more_processes_than_gpus_is_one_line_before_anything_starts(monkeypatch, capsys, tmp_path):
+    """``--nproc_per_node=2`` on a one-GPU machine (device auto): every process stops before
+    the process group or a device is touched, and one line says why (issue #20, finding 5);
+    it ended in "invalid device ordinal" with a traceback."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    started = []
+    monkeypatch.setattr(torch.cuda, "set_device", lambda index: started.append(f"cuda:{index}"))
+    monkeypatch.setattr(distributed.dist, "init_process_group", lambda *a, **k: started.append("process group"))
+    monkeypatch.setattr(distributed.tempfile, "gettempdir", lambda: str(tmp_path))  # where ranks leave their notes
+    for name, value in {"WORLD_SIZE": "2", "LOCAL_WORLD_SIZE": "2", "MASTER_PORT": "29999"}.items():
+        monkeypatch.setenv(name, value)
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    codes = []
+    try:
+        for rank in (0, 1):
+            monkeypatch.setenv("RANK", str(rank))
+            monkeypatch.setenv("LOCAL_RANK", str(rank))
+            codes.append(distributed.run_command("auto", lambda ranks, stop: started.append("training") or 0))
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    assert codes == [2, 2] and started == []
+    assert capsys.readouterr().err.splitlines() == [
+        "error: torchrun started 2 processes on this machine but it has 1 GPU(s): use --nproc_per_node=1 "
+        "(one process per GPU), or --device cpu"]

@@ -49,6 +49,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
+from core.device import gpus_short
 from core.errors import ImageReadError, TransferLabError
 from core.training.stop_signals import FORWARD_WINDOW_S, STOP_NOTICE, StopOnSignal, ignore_stops
 
@@ -224,6 +225,11 @@ def start(ranks: Ranks, device_name: str) -> None:
         raise ValueError("device cuda asked for, but no CUDA GPU is available here")
     cuda = device_name in ("auto", "cuda") and torch.cuda.is_available()
     if cuda:
+        # Checked before anything starts (set_device died with "invalid device ordinal" and a
+        # traceback); every local process sees the same counts: local rank 0 says why.
+        local = max(int(os.environ.get("LOCAL_WORLD_SIZE", "0") or 0), ranks.local_rank + 1)
+        if (short := gpus_short(local)) is not None:
+            raise TransferLabError(short) if ranks.local_rank == 0 else AlreadyReported()
         torch.cuda.set_device(ranks.local_rank)
         ranks.device = torch.device("cuda", ranks.local_rank)
     else:

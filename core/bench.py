@@ -13,6 +13,11 @@ same code is 1.5x apart between an AVX2 and an AVX-512 machine.
 
 Each cell (implementation x mode) runs in a fresh subprocess so its peak memory is its
 own.  Prints a markdown table and writes the same as JSON.
+
+On a GPU both sides run on it (the tutorial moves its batches to the device, as written
+there), timed regions end with ``torch.cuda.synchronize`` (CUDA runs asynchronously: an
+unsynchronised clock times the queueing, not the work), and the peak memory is the GPU's
+(``torch.cuda.max_memory_allocated``) beside the host's.
 """
 from __future__ import annotations
 
@@ -52,12 +57,28 @@ def argparse_hidden():
     return argparse.SUPPRESS
 
 
+def sync(device: torch.device) -> None:
+    """Wait for the device's queued work: the end of a timed region on CUDA."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def peak_memory(device: torch.device) -> dict:
+    """Peak memory of this process: the host's (max RSS), and the GPU's on CUDA."""
+    out = {"peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    if device.type == "cuda":
+        out["gpu_peak_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
+    return out
+
+
 # ---- the baseline: the classic tutorial loop, as written there ------------------------------
 def baseline(data: str, arch: str, mode: str, epochs: int, batch_size: int, seed: int) -> dict:
     from torchvision import datasets, transforms
+    from core.device import pick_device
     from core.models.surgery import freeze
     from core.models.zoo import build_model
     torch.manual_seed(seed)
+    device = pick_device("auto")  # the device ours trains on: the tutorial's `device`
     weights, strategy = MODES[mode]  # fine_tune's baseline is the tutorial's fine-tuning loop
     norm = transforms.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])
     tfs = {"train": transforms.Compose([transforms.RandomResizedCrop(224), transforms.RandomHorizontalFlip(),
@@ -66,7 +87,7 @@ def baseline(data: str, arch: str, mode: str, epochs: int, batch_size: int, seed
     t0 = time.perf_counter()
     sets = {x: datasets.ImageFolder(str(Path(data) / x), tfs[x]) for x in ("train", "val")}
     loaders = {x: torch.utils.data.DataLoader(sets[x], batch_size=batch_size, shuffle=True, num_workers=4) for x in sets}
-    model = build_model(arch, len(sets["train"].classes), weights, seed=seed).model
+    model = build_model(arch, len(sets["train"].classes), weights, seed=seed).model.to(device)
     freeze(model, arch, strategy)
     criterion = torch.nn.CrossEntropyLoss()
     opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.001, momentum=0.9)
@@ -78,6 +99,7 @@ def baseline(data: str, arch: str, mode: str, epochs: int, batch_size: int, seed
             model.train() if phase == "train" else model.eval()
             correct = 0
             for inputs, labels in loaders[phase]:
+                inputs, labels = inputs.to(device), labels.to(device)
                 opt.zero_grad()
                 with torch.set_grad_enabled(phase == "train"):
                     outputs = model(inputs)
@@ -91,11 +113,13 @@ def baseline(data: str, arch: str, mode: str, epochs: int, batch_size: int, seed
             acc = correct / len(sets[phase])
             if phase == "val" and acc > best_acc:
                 best_acc, best_wts = acc, copy.deepcopy(model.state_dict())
+        sync(device)
         epoch_secs.append(time.perf_counter() - te)
     model.load_state_dict(best_wts)  # as the tutorial ends
+    sync(device)
     total = time.perf_counter() - t0
     return {"seconds": total, "s_per_epoch": total / epochs, "best_val_acc": best_acc,
-            "images_per_s": len(sets["train"]) * epochs / sum(epoch_secs)}
+            "images_per_s": len(sets["train"]) * epochs / sum(epoch_secs), "device": str(device)}
 
 
 def ours(data: str, arch: str, mode: str, epochs: int, batch_size: int, seed: int) -> dict:
@@ -111,9 +135,9 @@ def ours(data: str, arch: str, mode: str, epochs: int, batch_size: int, seed: in
     with tempfile.TemporaryDirectory() as runs:
         cfg = ExperimentConfig(data=data, arch=arch, weights=weights, freeze=strategy,
                                train=TrainConfig(epochs=epochs, batch_size=batch_size, seed=seed, **recipe))
-        run_dir, result, seconds = run_experiment(cfg, runs_dir=runs)
+        run_dir, result, seconds = run_experiment(cfg, runs_dir=runs)  # its epochs end on a read of the device
         summary = load_run(run_dir)["summary"]
-        out = {"seconds": seconds, "s_per_epoch": seconds / epochs, "best_val_acc": result.best_val_acc,
+        out = {"device": load_run(run_dir)["config"]["device"], "seconds": seconds, "s_per_epoch": seconds / epochs, "best_val_acc": result.best_val_acc,
                "num_train": summary["num_train"], "num_val": summary["num_val"],
                "images_per_s": statistics.mean(h["images_per_s"] for h in result.history), "path": result.path,
                "prep_seconds": result.prep_seconds, "micro_batch": result.micro_batch,
@@ -153,30 +177,34 @@ def floor(arch: str, batch_size: int) -> dict:
         model.train()
         for i in range(steps + 1):
             if i == 1:
+                sync(device)
                 t = time.perf_counter()
             loss = torch.nn.functional.cross_entropy(model(x), y)
             opt.zero_grad()
             loss.backward()
             opt.step()
+        sync(device)
         return bs * steps / (time.perf_counter() - t)
 
     from core.models.inference import fused_for_inference
     fused = fused_for_inference(model)  # the fastest eval form of the same function
-    bs_inf = inference_batch_size(device)
+    bs_inf = inference_batch_size(device, arch)
     x = torch.randn(bs_inf, 3, 224, 224, device=device).contiguous(memory_format=torch.channels_last)
     with torch.inference_mode():
         fused(x)
+        sync(device)
         t = time.perf_counter()
         n = max(1, 64 // bs_inf)
         for _ in range(n):
             fused(x)
+        sync(device)
         inf = bs_inf * n / (time.perf_counter() - t)
     return {"train_img_s": train_rate(batch_size), "train_img_s_by_size": {b: train_rate(b) for b in (8, 16, 32)},
             "infer_img_s": inf}
 
 
 def run_cell(a) -> dict:
-    from core.device import configure_threads
+    from core.device import configure_threads, pick_device
     configure_threads()
     impl, mode = a.cell.split(":")
     if impl == "floor":
@@ -184,8 +212,7 @@ def run_cell(a) -> dict:
     epochs = getattr(a, f"epochs_{mode}")
     fn = baseline if impl == "baseline" else ours
     out = fn(a.data, a.arch, mode, epochs, a.batch_size, a.seed)
-    out["peak_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return out
+    return {**out, **peak_memory(pick_device("auto"))}
 
 
 def _cell(args: list[str], cell: str) -> dict:
@@ -226,13 +253,15 @@ def main(a) -> int:
 
 def markdown(r: dict) -> str:
     f = r["floor"]
+    gpu = any("gpu_peak_mb" in m["ours"] for m in r["modes"].values())
+    peak = "gpu_peak_mb" if gpu else "peak_mb"
     from .device import cpu_line
     sizes = ", ".join(f"{v:.1f} at {k}" for k, v in f["train_img_s_by_size"].items())
     lines = [f"CPU: {cpu_line(r['cpu'])}.", "",
              f"Machine: {r['machine']}; {r['arch']}, batch {r['batch_size']}. Floor (model only, ready tensors, channels_last): "
              f"train img/s {sizes}; inference {f['infer_img_s']:.0f} img/s.", "",
              "| mode | epochs | baseline s/epoch | ours s/epoch | speed-up | baseline best val acc | ours best val acc "
-             "| ours train img/s | ours / floor (s/epoch) | peak MB (base / ours) |",
+             f"| ours train img/s | ours / floor (s/epoch) | peak {'GPU ' if gpu else ''}MB (base / ours) |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     names = {"fine_tune": "fine_tune schedule (vs tutorial fine-tuning)"}
     for mode, m in r["modes"].items():
@@ -245,7 +274,7 @@ def markdown(r: dict) -> str:
                     else "n/a (body runs once)" if mode == "frozen" else "n/a (first epoch on cached features)")
         lines.append(f"| {names.get(mode, mode)} | {m['epochs']} | {b['s_per_epoch']:.2f} | {o['s_per_epoch']:.2f} | {m['speedup']:.1f}x | "
                      f"{b['best_val_acc']:.3f} | {o['best_val_acc']:.3f} | {o['images_per_s']:.0f} | {vs_floor} | "
-                     f"{b['peak_mb']:.0f} / {o['peak_mb']:.0f} |")
+                     f"{b[peak]:.0f} / {o[peak]:.0f} |")
     if "frozen" in r["modes"] and "predict_ms" in r["modes"]["frozen"]["ours"]:
         lines += ["", f"One photo classified in {r['modes']['frozen']['ours']['predict_ms']:.1f} ms (median, after warm-up)."]
     return "\n".join(lines)

@@ -32,6 +32,9 @@ MB = 2**20
 QUOTA_BYTES = int(float(os.environ.get("TRANSFERLAB_QUOTA_MB", 500)) * MB)
 EXPORTS_MAX_BYTES = int(float(os.environ.get("TRANSFERLAB_EXPORTS_MB", 2048)) * MB)
 SESSION_MAX_AGE_S = 90 * 86400
+# Workspaces cost nothing to make, so quotas alone do not bound the disk: whatever the
+# quotas say, an upload that would leave less than this free on the data disk is refused.
+MIN_FREE_BYTES = int(float(os.environ.get("TRANSFERLAB_MIN_FREE_MB", 1024)) * MB)
 
 
 class QuotaError(TransferLabError):
@@ -72,6 +75,13 @@ def counted(u: dict[str, int]) -> int:
 def require_room(owner: str, incoming: int, what: str) -> int:
     """The bytes left for ``owner`` once ``incoming`` more are stored; their own exports are
     dropped first when that makes room.  Raises ``QuotaError`` saying what to free."""
+    try:
+        free = shutil.disk_usage(paths.DEFAULT_DATA_DIR if paths.DEFAULT_DATA_DIR.exists() else paths.REPO_ROOT).free
+    except OSError:
+        free = 1 << 62
+    if free - incoming < MIN_FREE_BYTES:
+        raise QuotaError(f"{what} ({incoming / MB:.1f} MB) cannot be stored: the server's disk is nearly full. "
+                         "Ask the operator to make room (the Class page clears caches and stale files).")
     if owner == OPERATOR:
         return 1 << 62  # the operator's own disk
     u = usage(owner)

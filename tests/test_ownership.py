@@ -199,3 +199,13 @@ def test_a_login_is_the_workspace_and_never_goes_into_the_address(monkeypatch, i
     assert at.query_params.get("sid") == VISITOR  # left as it was, not replaced by the login's key
     assert identity.resolve("oidc:42")[0] != "oidc:42"  # an address naming a login's key gets a new workspace
     assert owner_id("oidc:42") != owner_id(VISITOR)
+
+
+def test_a_nearly_full_disk_refuses_uploads_whatever_the_quota(isolated_dirs, monkeypatch):
+    """Workspaces are free to make: the disk's free space is the last bound."""
+    from core import disk
+    monkeypatch.setattr(disk, "MIN_FREE_BYTES", 1 << 62)
+    with pytest.raises(disk.QuotaError, match="nearly full"):
+        disk.require_room(A, 10, "photo.jpg")
+    monkeypatch.setattr(disk, "MIN_FREE_BYTES", 0)
+    assert disk.require_room(A, 10, "photo.jpg") > 0

@@ -12,6 +12,9 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("TRANSFERLAB_OFFLINE", "1")  # never wait on a network in tests
+# As the server does (app.py): the suite runs servers, torchrun ranks and Chromium beside
+# each other on 2 cores, where spinning OpenMP threads steal the cores from each other.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 # The micro-batch is measured once per machine; tests isolate their data folders, so they
 # share one measurement here instead of paying for it per test.
 os.environ.setdefault("TRANSFERLAB_SPEED", str(Path(__import__("tempfile").gettempdir()) / "transferlab-test-speed"))

@@ -310,12 +310,13 @@ class TrainingQueue:
                 r.finished = time.time()
                 self._record("progress", job)
         states = {r.status for r in job.runs}
-        job.status = "error" if "error" in states else "stopped" if "stopped" in states else "done"
+        status = "error" if "error" in states else "stopped" if "stopped" in states else "done"
         if job.kind == "data_efficiency":
             try:
-                data_efficiency.finish(job.sweep, "stopped" if job.stop_event.is_set() else job.status)
+                data_efficiency.finish(job.sweep, "stopped" if job.stop_event.is_set() else status)
             except OSError:
                 pass  # a full disk: the points are saved runs; only the summary's last word is lost
+        job.status = status  # last: a page that sees the job ended reads the sweep's final summary
 
     def _sweep(self, r: SweepProgress, stop: threading.Event) -> None:
         """One learning-rate sweep (errors are caught by ``_run_job`` like a run's)."""

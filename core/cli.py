@@ -1,4 +1,4 @@
-"""``python -m core``: train, predict, inspect, runs, bench, export, bundle, import-bundle.
+"""``python -m core``: train, predict, inspect, runs, bench, export, bundle, import-bundle, inside.
 
 Output is a contract other tools rely on: ``train`` ends with one JSON line, ``predict``
 prints one JSON line per image, ``inspect`` and ``runs`` print one JSON object.  Bad
@@ -32,13 +32,26 @@ class EpochPrinter:
               f"{r['seconds']:.1f}s  {r['images_per_s']:.0f} img/s", flush=True)
 
 
+def schedule_values(a) -> tuple[dict, list[str]]:
+    """(values of the rate flags, those taken from the fine-tune recipe where it differs
+    from the default).  The flags default to None, so "not typed" is told from "typed the
+    default": a typed flag wins; under ``--schedule fine_tune`` an untyped one takes the
+    recipe's value (``schedules.schedule_values``).  At the old default rate, 0.001, the
+    head-only epoch left the head near chance and the best epoch reached 0.882 on ants/bees."""
+    from core.training import schedules
+    from core.training.train_config import TrainConfig
+    typed = {k: getattr(a, k) for k in schedules.RATE_FIELDS if getattr(a, k) is not None}
+    values, defaults = schedules.schedule_values(a.schedule, typed), TrainConfig().to_dict()
+    return values, [k for k in schedules.RATE_FIELDS if k not in typed and values[k] != defaults[k]]
+
+
 def _experiment(a):
     from core.training.experiment import ExperimentConfig
     from core.training.trainer import TrainConfig
-    tc = TrainConfig(epochs=a.epochs, batch_size=a.batch_size, lr=a.lr, momentum=a.momentum, weight_decay=a.weight_decay,
-                     optimizer=a.optimizer, scheduler=a.scheduler, schedule=a.schedule, freeze_epochs=a.freeze_epochs,
-                     lr_spread=a.lr_spread, unfreeze_div=a.unfreeze_div, bn_stats=a.bn_stats, micro_batch=a.micro_batch, label_smoothing=a.label_smoothing, seed=a.seed,
-                     amp=a.amp, fast=not a.no_fast, feature_views=a.feature_views)
+    values, a.recipe_taken = schedule_values(a)
+    tc = TrainConfig(epochs=a.epochs, batch_size=a.batch_size, scheduler=a.scheduler, schedule=a.schedule,
+                     micro_batch=a.micro_batch, label_smoothing=a.label_smoothing, seed=a.seed, amp=a.amp,
+                     fast=not a.no_fast, feature_views=a.feature_views, **values)
     return ExperimentConfig(data=a.data, arch=a.arch, weights=a.weights, freeze=a.freeze, hidden=a.hidden,
                             dropout=a.dropout, val_split=a.val_split, device=a.device, name=getattr(a, "name", None),
                             sync_bn=a.sync_bn,
@@ -54,6 +67,9 @@ def cmd_train(a) -> int:
 def _train(a, ranks, stop) -> int:
     from core.training.experiment import run_experiment
     cfg = _experiment(a)
+    if a.recipe_taken and ranks.is_main:  # say which values were not the user's (stderr: stdout is the contract)
+        print("fine_tune recipe: " + " ".join(f"--{k.replace('_', '-')} {getattr(cfg.train, k):g}"
+                                              for k in a.recipe_taken) + " (a flag you type wins)", file=sys.stderr)
     run_dir, result, seconds = run_experiment(cfg, [EpochPrinter()] if ranks.is_main else [], runs_dir=a.runs_dir,
                                               ranks=ranks, stop=stop)
     if result.stopped and result.best_state is None:  # the ranks agreed: none has an epoch to keep
@@ -68,7 +84,8 @@ def _train(a, ranks, stop) -> int:
     from core.runs.store import load_run
     summary = load_run(run_dir)["summary"] if run_dir else {}
     print(json.dumps({"run_dir": str(run_dir) if run_dir else None, "best_val_acc": result.best_val_acc,
-                      "best_epoch": result.best_epoch, "epochs": len(result.history), "seconds": round(seconds, 3),
+                      "best_epoch": result.best_epoch, "last_val_acc": summary.get("last_val_acc"),
+                      "epochs": len(result.history), "seconds": round(seconds, 3),
                       "num_train": summary.get("num_train"), "num_val": summary.get("num_val"),
                       "skipped": summary.get("skipped"), "device": str(ranks.device) if ranks.active else
                       cfg.device if cfg.device != "auto" else _device_name(), "path": result.path,
@@ -198,7 +215,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _experiment_arguments(t) -> None:
-    from core.training.schedules import SCHEDULERS, SCHEDULES
+    from core.training.schedules import FINE_TUNE_RECIPE as r, SCHEDULERS, SCHEDULES
+    from core.training.train_config import TrainConfig
+    d = TrainConfig().to_dict()
+
+    def defaults(k: str) -> str:  # the help's "default", and fine_tune's where the recipe differs
+        text = f"default {d[k]:g}" if not isinstance(d[k], str) else f"default {d[k]}"
+        if r.get(k, d[k]) != d[k]:
+            text += f"; {r[k]:g} with --schedule fine_tune" if not isinstance(r[k], str) else f"; {r[k]} with --schedule fine_tune"
+        return text
     t.add_argument("data")
     t.add_argument("--arch", default="mobilenet_v2")
     t.add_argument("--weights", default="imagenet", help="imagenet | none | PATH to .pth/.pt/.safetensors")
@@ -207,22 +232,27 @@ def _experiment_arguments(t) -> None:
     t.add_argument("--dropout", type=float, default=0.0)
     t.add_argument("--epochs", type=int, default=10)
     t.add_argument("--batch-size", type=int, default=32)
-    t.add_argument("--lr", type=float, default=0.001)
-    t.add_argument("--momentum", type=float, default=0.9)
-    t.add_argument("--weight-decay", type=float, default=0.0)
+    # Defaults None: see SCHEDULE_FIELDS.  Help texts name both defaults.
+    t.add_argument("--lr", type=float, help=defaults("lr"))
+    t.add_argument("--momentum", type=float, help=defaults("momentum"))
+    t.add_argument("--weight-decay", type=float, help=defaults("weight_decay"))
     t.add_argument("--label-smoothing", type=float, default=0.0)
-    t.add_argument("--optimizer", choices=["sgd", "adam", "adamw"], default="sgd")
+    t.add_argument("--optimizer", choices=["sgd", "adam", "adamw"],
+                   help=defaults("optimizer") + f"; another than the fine_tune recipe's {r['optimizer']} keeps the "
+                        "default --lr, --momentum and --weight-decay (the recipe's are its optimizer's)")
     t.add_argument("--scheduler", choices=SCHEDULERS, default="step", help="for the standard schedule")
     t.add_argument("--schedule", choices=SCHEDULES, default="standard",
-                   help="fine_tune: head-only epochs, then unfreeze with discriminative rates under one-cycle; "
+                   help="fine_tune: head-only epochs, then unfreeze with discriminative rates under one-cycle, "
+                        "at the measured recipe's values for the rate flags you do not type; "
                         "gradual: one more stage group per epoch")
-    t.add_argument("--freeze-epochs", type=int, default=1, help="fine_tune: head-only epochs first")
-    t.add_argument("--lr-spread", type=float, default=100.0,
-                   help="fine_tune/gradual: the first stage's rate is the head's divided by this")
-    t.add_argument("--unfreeze-div", type=float, default=2.0,
-                   help="fine_tune/gradual: the unfrozen phases peak at --lr divided by this (fastai: 2)")
-    t.add_argument("--bn-stats", choices=["auto", "train", "frozen"], default="auto",
-                   help="BatchNorm statistics while the body trains; auto: kept after a head-only phase")
+    t.add_argument("--freeze-epochs", type=int, help="fine_tune: head-only epochs first; " + defaults("freeze_epochs"))
+    t.add_argument("--lr-spread", type=float,
+                   help="fine_tune/gradual: the first stage's rate is the head's divided by this; " + defaults("lr_spread"))
+    t.add_argument("--unfreeze-div", type=float,
+                   help="fine_tune/gradual: the unfrozen phases peak at --lr divided by this (fastai: 2); "
+                        + defaults("unfreeze_div"))
+    t.add_argument("--bn-stats", choices=["auto", "train", "frozen"],
+                   help="BatchNorm statistics while the body trains (see TrainConfig.bn_stats); " + defaults("bn_stats"))
     t.add_argument("--micro-batch", type=int, default=0,
                    help="images per forward/backward (0: measured once per machine; the step stays at --batch-size)")
     t.add_argument("--val-split", type=float, default=0.2)
@@ -259,6 +289,9 @@ def _other_commands(ap, sub) -> argparse.ArgumentParser:
 
     from core.serving.export_cli import add_export_commands
     add_export_commands(sub, str(DEFAULT_RUNS_DIR))
+
+    from core.inside.cli import add_inside_command
+    add_inside_command(sub)
 
     b = sub.add_parser("bench", help="benchmark the trainer against the PyTorch tutorial loop")
     from core.bench import add_arguments

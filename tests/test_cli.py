@@ -121,3 +121,28 @@ def test_bad_input_exits_2_with_one_line(tmp_path, args, message):
     err = p.stderr.strip().splitlines()
     assert len(err) == 1 and message in err[0] and "Traceback" not in p.stderr
     assert not (tmp_path / "escape.jpg").exists()
+
+
+def test_fine_tune_without_rate_flags_takes_the_recipes_rates_and_a_typed_flag_wins(tiny_split, tmp_path):
+    """At the CLI's default rate (0.001) fine_tune's head-only epoch left the head near chance
+    (best 0.882 on ants/bees): the schedule brings its recipe for the flags not typed, and says
+    so on stderr.  The JSON line reports the last epoch beside the best."""
+    from core.cli import _experiment, build_parser
+    from core.training.schedules import FINE_TUNE_RECIPE
+    base = ("train", tiny_split, "--arch", "mobilenet_v3_small", "--weights", "none", "--freeze", "none",
+            "--batch-size", "8", "--runs-dir", tmp_path)
+    p = cli(*base, "--schedule", "fine_tune", "--epochs", "2")
+    out = json.loads(p.stdout.strip().splitlines()[-1])
+    run = load_run(out["run_dir"])
+    assert all(run["config"]["train"][k] == v for k, v in FINE_TUNE_RECIPE.items()), run["config"]["train"]
+    assert f"--lr {FINE_TUNE_RECIPE['lr']:g}" in p.stderr and "a flag you type wins" in p.stderr
+    assert out["last_val_acc"] == run["history"][-1]["val_acc"] == run["summary"]["last_val_acc"]
+
+    def train_config(*args):  # what the same parsing gives, without training again
+        return _experiment(build_parser().parse_args([str(a) for a in (*base, *args)])).train
+    typed = train_config("--schedule", "fine_tune", "--lr", "0.001", "--unfreeze-div", "2")
+    assert (typed.lr, typed.unfreeze_div) == (0.001, 2.0)  # typed, even at the tutorial's values: kept
+    adam = train_config("--schedule", "fine_tune", "--optimizer", "adam")
+    assert (adam.optimizer, adam.lr) == ("adam", 0.001)  # the recipe's 0.03 is an SGD rate
+    standard = train_config()
+    assert (standard.schedule, standard.lr, standard.unfreeze_div) == ("standard", 0.001, 2.0)  # the tutorial's

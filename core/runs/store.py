@@ -102,7 +102,10 @@ class RunWriter:
         write_json(self.partial / "history.json", self.history)
         save_weights(result.best_state, self.partial / WEIGHTS)
         extra = {("epochs_planned" if k == "epochs" else k): v for k, v in self.extra.items()}
+        # The last epoch beside the best: the weights kept are the best epoch's, and a schedule
+        # whose later epochs lost accuracy should show it (Compare says so for fine_tune).
         summary = {**extra, "best_val_acc": result.best_val_acc, "best_epoch": result.best_epoch,
+                   "last_val_acc": result.history[-1]["val_acc"],
                    "epochs": len(result.history), "stopped": result.stopped, "train_seconds": result.seconds,
                    "prep_seconds": result.prep_seconds, "path": result.path, "path_note": result.path_note,
                    "images_per_s": _mean([h["images_per_s"] for h in result.history]),

@@ -30,6 +30,7 @@ import torch
 from torch import nn
 
 from core.models.surgery import head_paths, stages_of
+from core.training.train_config import TrainConfig
 
 SCHEDULES = ("standard", "fine_tune", "gradual")
 
@@ -44,6 +45,12 @@ SCHEDULES = ("standard", "fine_tune", "gradual")
 #   statistics the unfrozen Fashion-MNIST epochs peaked at 0.63, with kept ones at 0.80.
 FINE_TUNE_RECIPE = {"schedule": "fine_tune", "freeze_epochs": 1, "optimizer": "sgd", "lr": 0.03, "momentum": 0.9,
                     "unfreeze_div": 5.0, "lr_spread": 100.0, "weight_decay": 0.0, "bn_stats": "auto"}
+# The TrainConfig fields a schedule brings its own values for: fine_tune the recipe's, the
+# others TrainConfig's (the tutorial's).  The CLI's flags and the Train page's inputs that the
+# user did not set follow the schedule (``schedule_values``); what the user set stays.
+RATE_FIELDS = ("optimizer", "lr", "momentum", "weight_decay", "freeze_epochs", "lr_spread", "unfreeze_div", "bn_stats")
+# The recipe's values that belong to its optimizer: with another, its SGD rate would be wrong.
+OPTIMIZER_BOUND = ("lr", "momentum", "weight_decay")
 SCHEDULERS = ("step", "cosine", "none", "onecycle", "warmup_cosine")
 PER_STEP = ("onecycle", "warmup_cosine")
 
@@ -96,6 +103,18 @@ def plan(cfg, base_freeze, num_stages: int) -> list[Phase]:
         if last:
             break
     return phases
+
+
+def schedule_values(schedule: str, chosen: dict) -> dict:
+    """Every ``RATE_FIELDS`` value for ``schedule``: the user's own (``chosen``) as they are,
+    the others the fine-tune recipe's under ``fine_tune`` (bar its optimizer's rates when the
+    user chose another optimizer), else TrainConfig's defaults."""
+    defaults = TrainConfig().to_dict()
+    recipe = FINE_TUNE_RECIPE if schedule == "fine_tune" else {}
+    other_optimizer = chosen.get("optimizer", recipe.get("optimizer")) != recipe.get("optimizer")
+    return {k: chosen[k] if k in chosen else
+            recipe[k] if k in recipe and not (other_optimizer and k in OPTIMIZER_BOUND) else defaults[k]
+            for k in RATE_FIELDS}
 
 
 def stage_groups(model: nn.Module, arch: str) -> list[list[nn.Parameter]]:

@@ -41,8 +41,10 @@ def fmt_freeze(f):
 def row(r: dict) -> dict:
     """One run's line: the outcome first, then what made it (schedule included)."""
     c, s = r["config"], r["summary"]
+    last = schedule_view.last_accuracy(r)
     return {"run": r["name"], "best val acc": round(100 * s["best_val_acc"], 1), "best epoch": s["best_epoch"],
-            "epochs": s["epochs"], "weights": c.get("weights_loaded"), "freeze": fmt_freeze(c["freeze"]),
+            "last val acc": round(100 * last, 1) if last is not None else None, "epochs": s["epochs"],
+            "weights": c.get("weights_loaded"), "freeze": fmt_freeze(c["freeze"]),
             "schedule": schedule_view.run_schedule(c), "optimizer": schedule_view.run_optimizer(c),
             "architecture": c["arch"], "head": f"{c.get('hidden')} hidden + linear" if c.get("hidden") else "linear",
             "trainable params": c.get("trainable_params"),
@@ -52,7 +54,8 @@ def row(r: dict) -> dict:
 
 # Accuracy as a number (so the column sorts), shown as a percentage.
 st.dataframe([row(loaded[d]) for d in chosen], width="stretch", hide_index=True,
-             column_config={"best val acc": st.column_config.NumberColumn(format="%.1f%%")})
+             column_config={"best val acc": st.column_config.NumberColumn(format="%.1f%%"),
+                            "last val acc": st.column_config.NumberColumn(format="%.1f%%")})
 
 st.divider()
 if fresh or st.session_state[S.COMPARE_FOCUS] not in chosen:  # a new run of this tab, else the last look
@@ -80,6 +83,9 @@ with slot.container():
     if phases:
         st.caption(f"Schedule: {schedule_view.run_schedule(run['config'])}")
         st.dataframe(phases, width="stretch", hide_index=True)
+        kept_head = schedule_view.head_only_best(run)
+        if kept_head:
+            st.caption(kept_head)
     if problem:
         problem[0](problem[1])
     if ev:

@@ -64,12 +64,15 @@ with st.expander("Hyperparameters", expanded=True):
     c2.checkbox("Fast paths (same results, less time)", **S.bind(S.TRAIN_CFG, "fast"))
     cfg = common.train_config()  # as the widgets above left it
     st.caption("**Schedule:** " + schedule_view.caption(cfg, freeze, S.freeze_label(freeze)))
+    rates = schedule_view.rates_note(cfg, st.session_state[S.TRAIN_EDITED])
+    if rates:
+        st.caption(rates)
     gap = schedule_view.recipe_gap(cfg, freeze, st.session_state[S.WEIGHTS])
     if gap:
         c1, c2 = st.columns([4, 1])
         c1.info(gap, icon=":material/tips_and_updates:")
         if c2.button("Use the fine-tune recipe"):
-            S.put(S.TRAIN_CFG, {**st.session_state[S.TRAIN_CFG], **FINE_TUNE_RECIPE})
+            S.set_train(FINE_TUNE_RECIPE, forget=FINE_TUNE_RECIPE)  # the recipe's, following it from now on
             st.rerun()
     if st.session_state[S.WEIGHTS] == "none" and cfg.schedule != "standard" and freeze != "backbone":
         st.warning(f"Random init with **{cfg.schedule}**: its head-only epochs train a classifier on random features, "
@@ -111,8 +114,9 @@ if c3.button("Transfer vs scratch (3 runs)", icon=":material/science:", disabled
         ("pretrained, frozen", common.experiment(ds, "imagenet", "backbone", f"{arch}-frozen-{stamp}"), *counts),
         ("pretrained, fine-tuned", common.experiment(ds, "imagenet", "none", f"{arch}-finetune-{stamp}",
                                                      overrides=FINE_TUNE_RECIPE), *counts),
-        ("from scratch", common.experiment(ds, "none", "none", f"{arch}-scratch-{stamp}",
-                                           overrides={"schedule": "standard"}), *counts),
+        # The standard schedule's rates (the tutorial's) where the user set none: fine_tune's recipe is not its.
+        ("from scratch", common.experiment(ds, "none", "none", f"{arch}-scratch-{stamp}", overrides=S.follow_schedule(
+            {**st.session_state[S.TRAIN_CFG], "schedule": "standard"}, st.session_state[S.TRAIN_EDITED])), *counts),
     ])
     S.put(S.JOB_ID, job.id)
     st.rerun()

@@ -138,10 +138,13 @@ def test_compare_shows_each_runs_schedule_and_phases(app, tiny_split, isolated_d
 
 
 def test_a_partial_freeze_at_the_tutorials_rate_is_offered_the_fine_tune_recipe(app, tiny_folders, isolated_dirs):
-    """The walk's trap: five stages frozen, fine_tune at 0.001, the head at chance after its
-    epoch.  The Train page says so and one click sets the measured recipe."""
+    """The walk's trap: five stages frozen, fine_tune at 0.001 (typed: fine_tune's own rate is
+    the recipe's now), the head at chance after its epoch.  The Train page says so and one
+    click sets the measured recipe."""
     from core.training.schedules import FINE_TUNE_RECIPE
-    at = app("pages/train.py", tiny_state(tiny_folders, **{S.WEIGHTS: "imagenet", S.ARCH: "mobilenet_v2", S.FREEZE: 5}))
+    typed = {S.TRAIN_CFG: {**S.SETUP_DEFAULTS[S.TRAIN_CFG], "lr": 0.001}, S.TRAIN_EDITED: ["lr"]}
+    at = app("pages/train.py", tiny_state(tiny_folders, **{S.WEIGHTS: "imagenet", S.ARCH: "mobilenet_v2", S.FREEZE: 5},
+                                          **typed))
     assert not at.exception
     assert any("near chance" in i.value for i in at.info)
     next(b for b in at.button if b.label == "Use the fine-tune recipe").click().run()
@@ -149,3 +152,53 @@ def test_a_partial_freeze_at_the_tutorials_rate_is_offered_the_fine_tune_recipe(
     assert all(cfg[k] == v for k, v in FINE_TUNE_RECIPE.items())
     assert number(at, "Learning rate").value == FINE_TUNE_RECIPE["lr"]
     assert not any("near chance" in i.value for i in at.info)
+    assert at.session_state[S.TRAIN_EDITED] == []  # the rate follows the schedule again
+
+
+def test_choosing_fine_tune_brings_the_recipes_rates_and_a_typed_rate_wins(app, tiny_folders, isolated_dirs):
+    """As on the CLI: fine_tune's rates are its recipe's (the tutorial's 0.001 left the head
+    near chance), the standard schedule's the tutorial's, and a rate the user typed stays
+    through schedule changes and a refresh."""
+    from core.training.schedules import FINE_TUNE_RECIPE
+    from ui.lr_finder import lr_text
+    at = app("pages/train.py", tiny_state(tiny_folders, **{S.FREEZE: "none"}))
+    schedule = at.selectbox(key="_w.train_cfg.schedule")
+    assert schedule.value == "fine_tune" and number(at, "Learning rate").value == FINE_TUNE_RECIPE["lr"]
+    assert f"fine_tune brings its measured recipe's learning rate {lr_text(FINE_TUNE_RECIPE['lr'])}" in captions(at)
+    schedule.set_value("standard").run()
+    assert number(at, "Learning rate").value == 0.001 and at.session_state[S.TRAIN_CFG]["unfreeze_div"] == 2.0
+    number(at, "Learning rate").set_value(0.01).run()
+    at.selectbox(key="_w.train_cfg.schedule").set_value("fine_tune").run()
+    assert not at.exception
+    cfg = at.session_state[S.TRAIN_CFG]
+    assert (cfg["lr"], cfg["unfreeze_div"]) == (0.01, FINE_TUNE_RECIPE["unfreeze_div"])  # typed: kept; the rest: recipe's
+    assert f"Yours, kept whatever the schedule: learning rate {lr_text(0.01)}" in captions(at)
+    saved = read_json(isolated_dirs / "data" / "sessions" / f"{owner_of_key(VISITOR)}.json")
+    assert saved[S.TRAIN_EDITED] == ["lr"] and saved[S.TRAIN_CFG]["lr"] == 0.01
+
+
+def test_compare_says_when_the_best_epoch_is_a_head_only_one(app, tiny_split, isolated_dirs):
+    """A fine_tune whose unfrozen epochs lost accuracy keeps its head-only epoch: the saved
+    "fine-tuned" model is the frozen one, and Compare says so (ants/bees at the old recipe:
+    0.967 head-only, then 0.967 and 0.895 unfrozen).  Runs without the caption's case say nothing."""
+    from core.training.experiment import ExperimentConfig, run_experiment
+    from core.training.trainer import TrainConfig
+    runs = isolated_dirs / "runs"
+    for name, accs in (("kept-head", [0.967, 0.967, 0.895]), ("improved", [0.9, 0.95, 0.96])):
+        cfg = ExperimentConfig(data=str(tiny_split), arch="mobilenet_v3_small", weights="none", freeze="none", name=name,
+                               train=TrainConfig(epochs=3, batch_size=8, schedule="fine_tune"), owner=owner_of_key(VISITOR))
+        run_dir, _, _ = run_experiment(cfg, runs_dir=runs)
+        history = [{**h, "val_acc": a} for h, a in zip(read_json(run_dir / "history.json"), accs)]
+        assert [h["phase"] for h in history] == ["frozen", "unfrozen", "unfrozen"]
+        best = max(range(3), key=lambda i: (accs[i], -i))
+        write_json(run_dir / "history.json", history)
+        write_json(run_dir / "summary.json", {**read_json(run_dir / "summary.json"), "best_epoch": best + 1,
+                                               "best_val_acc": accs[best], "last_val_acc": accs[-1]})
+    at = app("pages/compare.py", {S.SELECTED_RUNS: [str(runs / "kept-head"), str(runs / "improved")]})
+    assert not at.exception
+    table = at.dataframe[0].value.set_index("run")
+    assert (table.loc["kept-head", "best val acc"], table.loc["kept-head", "last val acc"]) == (96.7, 89.5)
+    at.selectbox(key="_w.compare_focus").set_value(str(runs / "kept-head")).run()
+    assert "the best epoch (1, 96.7%) was a head-only one: the unfrozen epochs did not improve on it" in captions(at).lower()
+    at.selectbox(key="_w.compare_focus").set_value(str(runs / "improved")).run()
+    assert not at.exception and "head-only one" not in captions(at)

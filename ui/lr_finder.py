@@ -87,7 +87,7 @@ def _valid(r) -> bool:
 def use(value: float) -> None:
     """The "Use" button's callback: runs before the script, so the Learning rate input
     drawn above it shows the new value in the same run."""
-    S.put(S.TRAIN_CFG, {**st.session_state[S.TRAIN_CFG], "lr": value})
+    S.set_train({"lr": value}, edited=["lr"])  # the user's choice: a schedule change keeps it
 
 
 def _nearest(lrs: list[float], x: float) -> int:

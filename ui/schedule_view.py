@@ -6,7 +6,7 @@ never from numbers copied here, so they stay true when the recipe changes.
 """
 from __future__ import annotations
 
-from core.training.schedules import FINE_TUNE_RECIPE, describe
+from core.training.schedules import FINE_TUNE_RECIPE, RATE_FIELDS, describe
 from core.training.trainer import TrainConfig
 
 from .lr_finder import lr_text
@@ -53,6 +53,35 @@ def recipe_gap(cfg: TrainConfig, freeze, weights: str) -> str | None:
             f"once unfrozen, ÷{r['lr_spread']:g} toward the input. Or find a learning rate below.")
 
 
+# How the Train page names a rate field in a sentence.
+RATE_WORDS = {"optimizer": "optimizer", "lr": "learning rate", "momentum": "momentum", "weight_decay": "weight decay",
+              "freeze_epochs": "head-only epochs", "lr_spread": "rate spread", "unfreeze_div": "rate once unfrozen",
+              "bn_stats": "BatchNorm statistics"}
+
+
+def _rate_value(k: str, v) -> str:
+    return lr_text(v) if k == "lr" else f"÷{v:g}" if k == "unfreeze_div" else OPTIMIZERS.get(v, v) if k == "optimizer" \
+        else f"{v:g}" if isinstance(v, (int, float)) else str(v)
+
+
+def rates_note(cfg: TrainConfig, edited) -> str | None:
+    """Under fine_tune: which rates its recipe set (where they differ from the tutorial's) and
+    which are the user's own, so a value that changed with the schedule is no surprise."""
+    if cfg.schedule != "fine_tune":
+        return None
+    defaults, values = TrainConfig().to_dict(), cfg.to_dict()
+    brought = [k for k in RATE_FIELDS if k not in edited and values[k] != defaults[k]]
+    mine = [k for k in RATE_FIELDS if k in edited]
+    if not brought and not mine:
+        return None
+    text = ("fine_tune brings its measured recipe's " + ", ".join(f"{RATE_WORDS[k]} {_rate_value(k, values[k])}"
+                                                                for k in brought) + "." if brought else "")
+    if mine:
+        text += (" " if text else "") + "Yours, kept whatever the schedule: " + ", ".join(
+            f"{RATE_WORDS[k]} {_rate_value(k, values[k])}" for k in mine) + "."
+    return text
+
+
 def recipe_text(epochs: int) -> str:
     """The transfer-vs-scratch experiment's three runs, the fine-tuned one's recipe spelled out."""
     r = {**TrainConfig().to_dict(), **FINE_TUNE_RECIPE}
@@ -63,7 +92,7 @@ def recipe_text(epochs: int) -> str:
             f"epoch{'s' * (n != 1)} at {OPTIMIZERS.get(opt, opt)} {lr_text(r['lr'])}{momentum}, then all layers at "
             f"÷{div:g} of it with discriminative rates (÷{r['lr_spread']:g} toward the input), one-cycle, weight decay "
             f"{r['weight_decay']:g}. The frozen run keeps your settings; the scratch run uses the standard schedule "
-            "with your optimizer, rate and scheduler.")
+            "with your scheduler, and the optimizer and rate you set (else the tutorial's).")
     if epochs < n + 1:
         text += f" With {epochs} epoch{'s' * (epochs != 1)} there is no room for the unfreeze: set {n + 1} or more."
     return text
@@ -125,3 +154,31 @@ def phase_rows(summary: dict, base_freeze=None) -> list[dict]:
             rows[-1]["BatchNorm statistics"] = ("fixed (frozen body)" if body_frozen else "kept" if p["bn_frozen"]
                                                 else "updated")
     return rows
+
+
+def last_accuracy(run: dict) -> float | None:
+    """The last epoch's validation accuracy: the summary's, else the history's (runs saved
+    before ``last_val_acc`` was recorded), else None."""
+    v = run.get("summary", {}).get("last_val_acc")
+    if isinstance(v, (int, float)):
+        return v
+    history = run.get("history")
+    last = history[-1] if isinstance(history, list) and history and isinstance(history[-1], dict) else {}
+    v = last.get("val_acc")
+    return v if isinstance(v, (int, float)) else None
+
+
+def head_only_best(run: dict) -> str | None:
+    """A sentence when a run that unfroze its body kept a head-only epoch as its best: the
+    saved "fine-tuned" model is then the frozen one.  None otherwise (or without history)."""
+    history, best = run.get("history"), run.get("summary", {}).get("best_epoch")
+    if not isinstance(history, list) or not isinstance(best, int) or not 1 <= best <= len(history):
+        return None
+    phases = [h.get("phase") if isinstance(h, dict) else None for h in history]
+    if phases[best - 1] != "frozen" or all(p in (None, "frozen") for p in phases[best:]):
+        return None
+    later = [h["val_acc"] for h, p in zip(history[best:], phases[best:]) if p != "frozen" and "val_acc" in h]
+    last = last_accuracy(run)
+    return (f"The best epoch ({best}, {history[best - 1].get('val_acc', 0):.1%}) was a head-only one: the unfrozen "
+            f"epochs did not improve on it (best of them {max(later):.1%}, last epoch {last:.1%}). The saved weights "
+            "are that head-only epoch's.") if later and last is not None else None

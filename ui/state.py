@@ -25,7 +25,7 @@ from core.access import owner_id
 from core.data import own_dataset, server_folders
 from core.errors import DatasetError
 from core.runs.store import write_json
-from core.training.schedules import SCHEDULERS, SCHEDULES
+from core.training.schedules import RATE_FIELDS, SCHEDULERS, SCHEDULES, schedule_values
 from core.training.trainer import TrainConfig
 from ui import identity
 
@@ -46,6 +46,7 @@ DROPOUT = "dropout"
 FREEZE = "freeze"                  # "backbone" | "none" | int | list of stage names
 # Train page
 TRAIN_CFG = "train_cfg"            # dict of TrainConfig fields
+TRAIN_EDITED = "train_edited"      # the rate fields (schedules.RATE_FIELDS) the user set; the others follow the schedule
 RUN_NAME = "run_name"
 JOB_ID = "job_id"                  # this tab's latest job (a training run or a learning-rate sweep)
 LR_FIND = "lr_find"                # the last learning-rate sweep's result (ui/lr_finder.py), or None
@@ -59,11 +60,13 @@ NAME = "display_name"              # how the visitor wants to appear in the oper
 # The dashboard's schedule is fastai's fine_tune: with the default feature-extractor freeze
 # it changes nothing (no body to unfreeze); with "Fine-tune everything" the new head is
 # trained before the body is touched, so random head gradients never reach pretrained
-# weights (schedules.py).
+# weights (schedules.py).  Its rates are the measured recipe's (schedules.FINE_TUNE_RECIPE),
+# as the CLI's: the tutorial's 0.001 left the head near chance after its head-only epoch.
 SETUP_DEFAULTS = {DATA_SOURCE: "demo", FOLDER_PATH: None, ZIP_PATH: None, ZIP_NAME: None, OWN_DATASET: None, VAL_SPLIT: 0.2, DATA_SEED: 0,
                   ARCH: "mobilenet_v2", WEIGHTS: "imagenet", WEIGHTS_FILE: None, HIDDEN: 0, DROPOUT: 0.0,
-                  FREEZE: "backbone", TRAIN_CFG: {**TrainConfig().to_dict(), "epochs": 5, "schedule": "fine_tune"},
-                  RUN_NAME: "", JOB_ID: None, NAME: "", SELECTED_RUNS: [], PREDICT_RUN: None, COMPARE_FOCUS: None, LR_FIND: None}
+                  FREEZE: "backbone", TRAIN_CFG: {**TrainConfig().to_dict(), "epochs": 5, "schedule": "fine_tune",
+                                                  **schedule_values("fine_tune", {})},
+                  TRAIN_EDITED: [], RUN_NAME: "", JOB_ID: None, NAME: "", SELECTED_RUNS: [], PREDICT_RUN: None, COMPARE_FOCUS: None, LR_FIND: None}
 # Bounds of the Train page's inputs (and of the fields it does not show); a saved setup is
 # clamped into them: a widget refuses a value outside its bounds, and a session file is
 # not trusted.
@@ -74,6 +77,9 @@ TRAIN_LIMITS = {"lr": (1e-6, 1.0), "momentum": (0.0, 0.999), "weight_decay": (0.
                 "unfreeze_div": (1.0, 100.0)}
 TRAIN_CHOICES = {"schedule": SCHEDULES, "scheduler": SCHEDULERS, "optimizer": ("sgd", "adam", "adamw"),
                  "amp": ("auto", "on", "off"), "bn_stats": ("auto", "train", "frozen")}
+# Inside page: the run looked into (its folder), or None for ImageNet and random init alone.
+INSIDE_RUN = "inside_run"
+SETUP_DEFAULTS[INSIDE_RUN] = None
 
 
 def _session_file(key: str):
@@ -107,7 +113,29 @@ def _load(key: str) -> dict:
               or (key == FREEZE and isinstance(v, (str, int, list))) or (isinstance(default, float) and isinstance(v, int)))
         if ok:
             out[key] = train_cfg(v) if key == TRAIN_CFG else v
+    if TRAIN_CFG in out:
+        edited = out.get(TRAIN_EDITED)
+        if TRAIN_EDITED not in saved:  # saved before edits were recorded: a value off the default was the user's
+            typed = saved.get(TRAIN_CFG) if isinstance(saved.get(TRAIN_CFG), dict) else {}
+            edited = [k for k in RATE_FIELDS if k in typed and out[TRAIN_CFG][k] != TrainConfig().to_dict()[k]]
+        out[TRAIN_EDITED] = [k for k in edited if k in RATE_FIELDS] if isinstance(edited, list) else []
+        out[TRAIN_CFG] = follow_schedule(out[TRAIN_CFG], out[TRAIN_EDITED])  # the recipe may have changed since
     return out
+
+
+def follow_schedule(cfg: dict, edited) -> dict:
+    """``cfg`` with the rate fields the user did not set (not in ``edited``) at its schedule's
+    values: fine_tune's recipe, or TrainConfig's defaults (``schedules.schedule_values``)."""
+    return {**cfg, **schedule_values(cfg["schedule"], {k: cfg[k] for k in edited if k in RATE_FIELDS})}
+
+
+def set_train(changes: dict, edited=(), forget=()) -> None:
+    """Change TRAIN_CFG fields: those in ``edited`` become the user's own, those in ``forget``
+    follow the schedule again; the rate fields that are not the user's then follow it."""
+    mine = [k for k in st.session_state[TRAIN_EDITED] if k not in forget]
+    mine += [k for k in edited if k in RATE_FIELDS and k not in mine]
+    st.session_state[TRAIN_EDITED] = mine
+    put(TRAIN_CFG, follow_schedule({**st.session_state[TRAIN_CFG], **changes}, mine))
 
 
 def train_cfg(saved: dict) -> dict:
@@ -158,7 +186,9 @@ def bind(key: str, field: str | None = None, after=None) -> dict:
 
 def _from_widget(wkey: str, key: str, field: str | None, after) -> None:
     value = st.session_state[wkey]
-    if field:
+    if key == TRAIN_CFG:  # a value typed here is the user's; a new schedule brings its rates for the rest
+        set_train({field: value}, edited=[field])
+    elif field:
         put(key, {**st.session_state[key], field: value})
     else:
         put(key, value)

@@ -16,6 +16,7 @@ from core.errors import TransferLabError
 from core.data import own_dataset
 from core.data.datasets import scan_dataset
 from core.device import device_label
+from core.serving.export_files import export_path
 from core.serving.predict import Predictor, evaluate
 from core.runs.store import visible_runs
 from core.models.surgery import freeze, summarize
@@ -115,12 +116,15 @@ def all_arch_infos() -> list[dict]:
 
 
 @st.cache_resource(show_spinner="Loading the run's model…", max_entries=4)
-def cached_predictor(run_dir: str, mtime: float):
+def cached_predictor(run_dir: str, mtime: float, onnx_mtime: float):
+    """``onnx_mtime`` is part of the key only: an ONNX export made since moves Predict onto it."""
     return Predictor(run_dir)
 
 
 def predictor_for(run_dir: str) -> Predictor:
-    return cached_predictor(run_dir, Path(run_dir, "summary.json").stat().st_mtime)
+    onnx = export_path(run_dir, "onnx")
+    return cached_predictor(run_dir, Path(run_dir, "summary.json").stat().st_mtime,
+                            onnx.stat().st_mtime if onnx.is_file() else 0.0)
 
 
 @st.cache_data(show_spinner="Evaluating on the validation split…", max_entries=8)

@@ -29,10 +29,10 @@ from core.errors import TransferLabError
 from core.models.families import family_of
 from core.models.surgery import head_path
 from core.runs.store import load_run, write_json
+from core.serving.export_files import FORMATS, cached_export, export_path, exports_dir  # noqa: F401 - the API
 from core.serving.parity import check_parity
 from core.serving.predict import checked_config, load_model
 
-FORMATS = {"onnx": ".onnx", "torchscript": ".pt", "safetensors": ".safetensors"}
 SNIPPETS = Path(__file__).with_name("snippets")
 SNIPPET_FILES = {"onnx": "onnx_predict.py", "torchscript": "torchscript_predict.py", "safetensors": "safetensors_predict.py"}
 # What each format needs where it is used (shown on the page beside the snippet).
@@ -46,14 +46,6 @@ _locks_guard = threading.Lock()
 
 class ExportError(TransferLabError):
     """A run could not be exported to a format, or its export disagrees with the model."""
-
-
-def exports_dir(run_dir) -> Path:
-    return Path(run_dir) / "exports"
-
-
-def export_path(run_dir, fmt: str) -> Path:
-    return exports_dir(run_dir) / f"{Path(run_dir).name}{FORMATS[fmt]}"
 
 
 def metadata(run: dict) -> dict:
@@ -90,26 +82,6 @@ def snippet_text(fmt: str, file_name: str | None = None) -> str:
 def _lock(path: Path) -> threading.Lock:
     with _locks_guard:  # two tabs exporting the same run to the same format take turns
         return _locks.setdefault(str(path), threading.Lock())
-
-
-def cached_export(run_dir, fmt: str) -> dict | None:
-    """The report of an earlier export of this run that passed and is newer than its weights."""
-    path = export_path(run_dir, fmt)
-    report = _read_report(path)
-    weights = Path(run_dir) / "weights.safetensors"
-    if report and report.get("ok") and path.is_file() and weights.is_file() \
-            and path.stat().st_mtime >= weights.stat().st_mtime:
-        return {**report, "path": str(path)}
-    return None
-
-
-def _read_report(path: Path) -> dict | None:
-    try:
-        with open(path.with_name(path.name + ".parity.json"), encoding="utf-8") as f:
-            report = json.load(f)
-        return report if isinstance(report, dict) else None
-    except (OSError, ValueError):
-        return None
 
 
 def export_run(run_dir, fmt: str, out: str | os.PathLike | None = None, max_images: int | None = None) -> dict:

@@ -55,6 +55,22 @@ def start_of(run: dict, device: torch.device) -> tuple[Body | None, str]:
     return None, f"it started from a weights file ({loaded.removeprefix('file:') or 'unknown'}) this page cannot rebuild"
 
 
+def saved_before_unfreeze(run: dict) -> int | None:
+    """The best epoch, when it fell in a head-only phase of the run's schedule (so the saved
+    body is its start whatever later epochs did), else None.  A run keeps its best epoch's
+    weights: on few photos a head-only epoch often ties the fine-tuned ones and stays."""
+    best = (run.get("summary") or {}).get("best_epoch")
+    phases = (run.get("summary") or {}).get("phases") or []
+    end = 0
+    for phase in phases:
+        if not isinstance(phase, dict) or not isinstance(phase.get("epochs"), int):
+            return None
+        end += phase["epochs"]
+        if isinstance(best, int) and best <= end:
+            return best if phase.get("freeze") == "backbone" and len(phases) > 1 else None
+    return None
+
+
 def _params_of(model, paths: list[str]) -> dict[str, torch.Tensor]:
     return {n: p.detach() for n, p in model.named_parameters() if any(n == q or n.startswith(q + ".") for q in paths)}
 

@@ -92,6 +92,9 @@ def cmd_inside(a) -> int:
         start, what = change.start_of(run, device)
         out["start"] = what
         out["stage_change"] = None
+        # The saved weights are the best epoch's: one in a head-only phase left the body at its start.
+        out["best_epoch"] = run["summary"].get("best_epoch")
+        out["best_epoch_before_unfreeze"] = change.saved_before_unfreeze(run) is not None
         if start is not None:
             rows = change.change_table(body, start, ds.val, device, cache, _progress())
             out["stage_change"] = [{**r, "rel_change": _round(r["rel_change"]), "cka": _round(r.get("cka"))} for r in rows]

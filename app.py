@@ -34,6 +34,7 @@ else:
         st.Page("pages/train.py", title="Train", icon=":material/model_training:"),
         st.Page("pages/compare.py", title="Compare", icon=":material/monitoring:"),
         st.Page("pages/predict.py", title="Predict", icon=":material/image_search:"),
+        st.Page("pages/inside.py", title="Inside", icon=":material/visibility:"),
     ]
     if viewer.operator:  # the page exists for the operator's session only
         pages.append(st.Page("pages/operator.py", title="Class (operator)", icon=":material/school:"))

@@ -40,7 +40,7 @@ CAPTIONS = {
 
 
 @st.cache_data(show_spinner="Making thumbnails…", max_entries=8)
-def thumbnails(paths: tuple[str, ...], size: int = 56) -> list[str]:
+def thumbnails(paths: tuple[str, ...], size: int = 96) -> list[str]:
     """Small JPEG data URLs for the hover labels (decoded at a reduced JPEG scale)."""
     from core.data.images import load_rgb
     out = []
@@ -64,6 +64,21 @@ def _measured(keys: tuple[str, ...], _feats) -> dict:
     return {**m, "pca": m["pca"].tolist()}
 
 
+def learn(body: Body, feats, n_images: int, device) -> None:
+    """Teach the queue's speed book what this extraction measured (as a training run's
+    feature pass does), so the next estimate here and on the Train page is this machine's:
+    the prior, made for an idle 2-core CPU, said 3 s where a busy one took 27."""
+    from core.jobs.queue import MIN_IMAGES_TO_LEARN
+    from ui.jobs import training_queue
+    if feats.computed < 2 or n_images < MIN_IMAGES_TO_LEARN:
+        return  # partly cached, or too few photos: mostly fixed cost, a misleading rate
+    book = training_queue().book
+    if feats.decode_seconds > 0.5:
+        book.record(body.arch, device.type, "decode", n_images / feats.decode_seconds)
+    if feats.body_seconds > 0.5:
+        book.record(body.arch, device.type, "forward", n_images / feats.body_seconds)
+
+
 def estimate_seconds(bodies: list[Body], n_images: int, device) -> float:
     """Decoding plus the body's forward passes, from the queue's measured rates."""
     from ui.jobs import training_queue
@@ -80,25 +95,27 @@ def section(ds, bodies: list[Body], device, run: dict | None) -> None:
     missing = [b for b in bodies if not is_cached(b, ds.train, ds.val, cfg, device, cache)]
     n = len(ds.train) + len(ds.val)
     if missing:
-        seconds = estimate_seconds(missing, n, device)
-        from ui.jobs import training_queue
-        busy = any(j.status == "running" for j in list(training_queue().jobs.values()))
-        st.info(f"The features of {n} photos ({len(ds.train)} training, {len(ds.val)} validation) are not computed yet "
-                f"for: **{', '.join(b.label for b in missing)}**. Running them through "
-                f"{'that body' if len(missing) == 1 else 'those bodies'} takes about **{_duration(seconds)}** here "
-                f"({common.device_name()}); a frozen run on the Train page then reuses them, and so does this page."
-                + (" A training job is running on this server now: expect several times longer." if busy else ""),
-                icon=":material/hourglass_top:")
-        if not st.button("Compute the features", icon=":material/play_arrow:", key="inside_extract"):
-            return
-        bar = st.progress(0.0, text="Starting…")
-        for i, body in enumerate(missing):
-            def show(p, i=i, body=body):
-                frac = (i + p["done"] / max(p["total"], 1)) / len(missing)
-                what = "reading photos" if p.get("phase") == "decode" else "running the body"
-                bar.progress(min(frac, 1.0), text=f"{body.label}: {what} ({p['done']}/{p['total']})")
-            extract(body, ds.train, ds.val, cfg, device, cache, show)
-        bar.empty()
+        slot = st.empty()  # the cost and the button, gone once the features exist
+        with slot.container():
+            seconds = estimate_seconds(missing, n, device)
+            from ui.jobs import training_queue
+            busy = any(j.status == "running" for j in list(training_queue().jobs.values()))
+            st.info(f"The features of {n} photos ({len(ds.train)} training, {len(ds.val)} validation) are not computed "
+                    f"yet for: **{', '.join(b.label for b in missing)}**. Running them through "
+                    f"{'that body' if len(missing) == 1 else 'those bodies'} takes about **{duration(seconds)}** here "
+                    f"({common.device_name()}); a frozen run on the Train page then reuses them, and so does this page."
+                    + (" A training job is running on this server now: expect several times longer." if busy else ""),
+                    icon=":material/hourglass_top:")
+            if not st.button("Compute the features", icon=":material/play_arrow:", key="inside_extract"):
+                return
+            bar = st.progress(0.0, text="Starting…")
+            for i, body in enumerate(missing):
+                def show(p, i=i, body=body):
+                    frac = (i + p["done"] / max(p["total"], 1)) / len(missing)
+                    what = "reading photos" if p.get("phase") == "decode" else "running the body"
+                    bar.progress(min(frac, 1.0), text=f"{body.label}: {what} ({p['done']}/{p['total']})")
+                learn(body, extract(body, ds.train, ds.val, cfg, device, cache, show), n, device)
+        slot.empty()
     _draw(ds, bodies, cfg, device, cache)
 
 
@@ -133,8 +150,11 @@ def _map(frame: pd.DataFrame, variance: list[float]) -> alt.Chart:
     # Altair for this chart alone: its tooltips show an "image" field as a picture
     # (vega-tooltip), which Plotly's hover labels cannot.
     return alt.Chart(frame).mark_point(filled=True, size=45, opacity=0.75).encode(
-        x=alt.X("PC 1:Q", title=f"PC 1 ({variance[0]:.0%} of the variance)", axis=alt.Axis(labels=False, ticks=False)),
-        y=alt.Y("PC 2:Q", title=f"PC 2 ({variance[1]:.0%})", axis=alt.Axis(labels=False, ticks=False)),
+        # No zero, a margin in pixels: PCA coordinates are centred, and a dot on the frame was cut in half.
+        x=alt.X("PC 1:Q", title=f"PC 1 ({variance[0]:.0%} of the variance)", axis=alt.Axis(labels=False, ticks=False),
+                scale=alt.Scale(zero=False, nice=False, padding=12)),
+        y=alt.Y("PC 2:Q", title=f"PC 2 ({variance[1]:.0%})", axis=alt.Axis(labels=False, ticks=False),
+                scale=alt.Scale(zero=False, nice=False, padding=12)),
         color=alt.Color("class:N", legend=alt.Legend(orient="bottom", title=None), scale=alt.Scale(scheme="tableau10")),
         shape=alt.Shape("split:N", scale=alt.Scale(domain=["train", "val"], range=["circle", "triangle-up"]),
                         legend=alt.Legend(orient="bottom", title=None)),
@@ -157,5 +177,5 @@ def _note_run_photos(ds, run: dict) -> None:
                        "(another split of the same folder): its numbers above are flattering.", icon=":material/warning:")
 
 
-def _duration(seconds: float) -> str:
+def duration(seconds: float) -> str:
     return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.1f} min"

@@ -19,6 +19,7 @@ from core.inside.features import Body
 from core.training.feature_cache import default_cache
 
 from . import common, schedule_view
+from .inside_space import duration, estimate_seconds
 
 
 @st.cache_resource(show_spinner="Building the model…", max_entries=6)
@@ -73,7 +74,8 @@ def filters_section(arch: str, imagenet: Body | None, random: Body, run: dict | 
                "zero). **Look for** oriented edges, bars and colour-opponent blobs (red against green, blue against "
                "yellow) in the trained ones, noise at random init: the first layer finds the same edges in any photo, "
                "which is why it can stay frozen. *Smoothness* is the correlation of neighbouring weights (0 for noise).")
-    cols = st.columns(len(columns))
+    # Two by two: a first layer of 3x3 kernels (MobileNetV2) needs the width to be readable.
+    cols = [c for _ in range(0, len(columns), 2) for c in st.columns(2)]
     for col, (title, weight, note) in zip(cols, columns):
         with col:
             st.subheader(title)
@@ -108,15 +110,21 @@ def _strips(_body: Body, body_id: str, image_digest: str, _image) -> list[tuple[
 
 def maps_section(bodies: list[Body], image, image_name: str, run: dict | None) -> None:
     st.caption(f"**{image_name}** through each body, input at the top, deepest stage at the bottom: per stage the "
-               "four channels this photo drives hardest (dark = low, yellow = high). **Notice** how ImageNet's early "
-               "stages trace the photo's edges and textures and its deep ones light up on the object in coarse "
-               "blocks, while random init only blurs the photo stage after stage.")
+               "four channels this photo drives hardest (dark = low, yellow = high), each map smaller than the one "
+               "before. **Notice** how ImageNet's channels differ from one another (each is its own detector: edges "
+               "and textures first, parts of the object deeper down), while random init's repeat the same "
+               "silhouette and turn to noise in the deep stages.")
     digest = hashlib.blake2b(image.tobytes(), digest_size=12).hexdigest()
     strips = [dict(_strips(b, f"{b.arch}|{b.weights}|{b.label}|{id(b.model)}", digest, image)) for b in bodies]
     cols = st.columns([1] + [3] * len(bodies))
     cols[0].markdown("**stage**")
     for c, b in zip(cols[1:], bodies):
         c.markdown(f"**{b.label}**")
+    from torchvision.transforms import v2 as T
+    cols = st.columns([1] + [3] * len(bodies))
+    cols[0].caption("input")
+    for c, b in zip(cols[1:], bodies):  # the centre crop each body's transforms make of the photo
+        c.image(T.CenterCrop(b.spec.crop_size)(T.Resize(b.spec.resize_size)(image)), width=96)
     for stage in [s for s in strips[0]]:
         cols = st.columns([1] + [3] * len(bodies))
         cols[0].caption(stage)
@@ -142,16 +150,19 @@ def maps_section(bodies: list[Body], image, image_name: str, run: dict | None) -
 
 def change_figure(rows: list[dict], title: str) -> go.Figure:
     stages = [r["stage"] for r in rows]
-    fig = go.Figure(go.Bar(x=stages, y=[r["rel_change"] or 0 for r in rows], name="relative weight change",
-                           marker_color="#d62728", text=[f"{(r['rel_change'] or 0):.1%}" for r in rows],
-                           textposition="outside"))
+    pct = [100 * (r["rel_change"] or 0) for r in rows]  # fine-tuning moves weights by fractions of a percent
+    top = max(pct) * 1.3 if max(pct) > 0 else 1.0  # room above the tallest bar for its label
+    fig = go.Figure(go.Bar(x=stages, y=pct, name="relative weight change", marker_color="#d62728",
+                           text=[f"{v:.2g}%" for v in pct], textposition="outside", cliponaxis=False))
     if any(r.get("cka") is not None for r in rows):
         fig.add_trace(go.Scatter(x=stages, y=[r.get("cka") for r in rows], name="similarity before/after (linear CKA)",
                                  mode="lines+markers", yaxis="y2", line={"color": "#1f77b4"}))
     fig.update_layout(title=title, height=380, margin={"l": 10, "r": 10, "t": 50, "b": 10},
                       xaxis={"title": "stage (input → head)"},
-                      yaxis={"title": "‖W − W_start‖ / ‖W_start‖", "tickformat": ".0%", "rangemode": "tozero"},
-                      yaxis2={"title": "CKA", "overlaying": "y", "side": "right", "range": [0, 1.05]},
+                      yaxis={"title": "‖W − W_start‖ / ‖W_start‖", "ticksuffix": "%", "tickformat": ".2~g",
+                             "range": [0, top]},
+                      yaxis2={"title": "CKA", "overlaying": "y", "side": "right", "range": [0, 1.3], "tickvals": [0, 0.25, 0.5, 0.75, 1],
+                              "tickformat": ".2f", "showgrid": False},
                       legend={"orientation": "h", "y": -0.3})
     return fig
 
@@ -172,13 +183,18 @@ def change_section(ds, run: dict | None, device) -> None:
     if change.stage_outputs_cached(after, photos, after.spec, device, cache) and \
             change.stage_outputs_cached(start, photos, after.spec, device, cache):
         rows = change.change_table(after, start, photos, device, cache)
-    elif st.button(f"Measure the similarity of each stage on {len(photos)} validation photos "
-                   f"(two passes, about {2 * len(photos) / 60:.0f}–{2 * len(photos) / 20:.0f} s)", key="inside_cka",
-                   icon=":material/play_arrow:"):
-        bar = st.progress(0.0, text="Running the photos through the run and its start…")
-        rows = change.change_table(after, start, photos, device, cache,
-                                   lambda p: bar.progress(p["done"] / max(p["total"], 1), text=f"batch {p['done']}/{p['total']}"))
-        bar.empty()
+    else:
+        slot = st.empty()  # the button, gone once measured
+        with slot.container():
+            clicked = st.button(f"Measure the similarity of each stage on {len(photos)} validation photos (two passes "
+                                f"through the body, about {duration(2 * estimate_seconds([after], len(photos), device))})",
+                                key="inside_cka", icon=":material/play_arrow:")
+            if clicked:
+                bar = st.progress(0.0, text="Running the photos through the run and its start…")
+                rows = change.change_table(after, start, photos, device, cache, lambda p: bar.progress(
+                    p["done"] / max(p["total"], 1), text=f"batch {p['done']}/{p['total']}"))
+        if clicked:
+            slot.empty()
     frozen = all((r["rel_change"] or 0) == 0 for r in rows)
     st.plotly_chart(change_figure(rows, f"{run['name']} against {what}"), width="stretch")
     kept_head = schedule_view.head_only_best(run)

@@ -84,6 +84,8 @@ class Features:
     computed: int           # cache entries computed here
     seconds: float
     train_view: str         # "augmented view 0" (shared with training) or "evaluation view"
+    decode_seconds: float = 0.0   # of those computed here: reading photos,
+    body_seconds: float = 0.0     # and running the body (what the queue's speed book learns from)
 
 
 def _own_base(body: Body, device: torch.device) -> dict:
@@ -139,8 +141,41 @@ def extract(body: Body, train_samples, val_samples, cfg: TrainConfig | None, dev
                                   emit, stop)
     if got is not None and not isinstance(got, str):
         return Features(pooled(got.train_views[0]), got.train_labels, pooled(got.val_features), got.val_labels, got.hits,
-                        got.computed, time.perf_counter() - t0, "augmented view 0")
+                        got.computed, time.perf_counter() - t0, "augmented view 0", got.decode_seconds,
+                        got.feature_seconds)
     return _eval_view_features(body, train_samples, val_samples, cfg, device, cache, emit, stop, t0)
+
+
+def eval_view(body: Body, samples, cfg: TrainConfig | None, device: torch.device, cache: FeatureCache | None,
+              progress=None, stop: threading.Event | None = None) -> tuple[torch.Tensor, bool]:
+    """(pooled features, cache hit) of ``samples`` in their evaluation view: the centre crop,
+    no augmentation (the data audit compares photos, and a random crop of one is not the
+    copy of another).  Keyed and computed as ``frozen_path.prepare`` does its validation
+    features, so a validation split is one entry for a frozen run, this page and the audit;
+    a training split in this view is an entry of its own."""
+    cfg, stop = inside_config(cfg), stop or threading.Event()
+    found = tail_features.find_tail(body.model, body.arch)
+    # The validation entry's key for these files (the "inside-eval" one where there is no single tail).
+    key = cache_keys(body, samples, samples, cfg, device)[0]
+    entry = found[0] if found else body.model.get_submodule(head_path(body.model, body.arch))
+    infer_bs = inference_batch_size(device, body.arch)
+    total, done = -(-len(samples) // infer_bs), [0]
+
+    def on_batch(_k, _n):
+        done[0] += 1
+        if progress:
+            progress({"phase": "features", "done": done[0], "total": total})
+        if stop.is_set():
+            from core.data.batches import Stopped
+            raise Stopped
+
+    def compute():
+        source = BatchSource(samples, body.spec, False, infer_bs, cfg.cache_mb, device.type == "cuda", stop=stop)
+        return {"x": tail_features.tail_inputs(body.model, entry, source, device, None, on_batch)}
+    if cache is None:
+        return pooled(compute()["x"]), False
+    value, hit = cache.get_or_compute(key, compute)
+    return pooled(value["x"]), hit
 
 
 def pooled(x: torch.Tensor) -> torch.Tensor:
@@ -165,10 +200,16 @@ def _eval_view_features(body, train_samples, val_samples, cfg, device, cache, em
             from core.data.batches import Stopped
             raise Stopped
 
+    spent = {"decode": 0.0, "body": 0.0}
     for samples in (train_samples, val_samples):
         def compute(samples=samples):
+            t = time.perf_counter()
             source = BatchSource(samples, body.spec, False, infer_bs, cfg.cache_mb, stop=stop)
-            return {"x": tail_features.tail_inputs(body.model, entry, source, device, None, on_batch)}
+            spent["decode"] += time.perf_counter() - t
+            t = time.perf_counter()
+            x = tail_features.tail_inputs(body.model, entry, source, device, None, on_batch)
+            spent["body"] += time.perf_counter() - t
+            return {"x": x}
         if cache is None:
             value, hit = compute(), False
         else:
@@ -177,4 +218,5 @@ def _eval_view_features(body, train_samples, val_samples, cfg, device, cache, em
         hits += hit
         out.append(pooled(value["x"]))
     labels = [torch.tensor([y for _, y in s]) for s in (train_samples, val_samples)]
-    return Features(out[0], labels[0], out[1], labels[1], hits, 2 - hits, time.perf_counter() - t0, "evaluation view")
+    return Features(out[0], labels[0], out[1], labels[1], hits, 2 - hits, time.perf_counter() - t0, "evaluation view",
+                    spent["decode"], spent["body"])

@@ -92,3 +92,25 @@ def test_another_visitors_run_is_never_offered(app, tiny_split, isolated_dirs, m
     assert picker.options == ["none: ImageNet and random init only"]
     assert at.session_state[S.INSIDE_RUN] is None
     assert "theirs" not in texts(at.caption) + texts(at.info)
+
+
+def test_an_uploaded_photo_goes_through_and_a_broken_one_is_named(app, tiny_split, ants_bees, mobilenet_file):
+    at = app(PAGE, setup(tiny_split))
+    at.radio(key="inside_photo_source").set_value("Upload").run()
+    assert "Choose a photo to follow it through the network" in texts(at.info)
+    at.file_uploader(key="inside_upload").set_value(("broken.jpg", b"\xff\xd8junk", "image/jpeg")).run()
+    assert not at.exception and "broken.jpg" in texts(at.error)
+    bee = min((ants_bees / "val" / "bees").iterdir()).read_bytes()
+    at.file_uploader(key="inside_upload").set_value(("bee.jpg", bee, "image/jpeg")).run()
+    assert not at.exception and not at.error
+    assert "**bee.jpg** through each body" in texts(at.caption)
+
+
+def test_an_architecture_without_imagenet_weights_here(app, tiny_split, monkeypatch):
+    """Offline, only MobileNetV2's file is here: the page shows random init alone and says why."""
+    from core.models import zoo
+    monkeypatch.setattr(zoo, "pretrained_available", lambda arch: False)  # whatever this machine's hub cache holds
+    at = app(PAGE, {**setup(tiny_split), S.ARCH: "mobilenet_v3_small", S.WEIGHTS: "none"})
+    assert not at.exception and not at.error
+    assert "No ImageNet weights for mobilenet_v3_small on this machine" in texts(at.caption)
+    assert "not computed yet for: **random init**" in texts(at.info)

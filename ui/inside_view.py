@@ -149,21 +149,28 @@ def maps_section(bodies: list[Body], image, image_name: str, run: dict | None) -
 
 
 def change_figure(rows: list[dict], title: str) -> go.Figure:
+    """Weight change as bars on top; CKA, once measured, as a line in a panel of its own
+    below (drawn over the bars, its points hid their labels)."""
+    from plotly.subplots import make_subplots
     stages = [r["stage"] for r in rows]
     pct = [100 * (r["rel_change"] or 0) for r in rows]  # fine-tuning moves weights by fractions of a percent
-    top = max(pct) * 1.3 if max(pct) > 0 else 1.0  # room above the tallest bar for its label
-    fig = go.Figure(go.Bar(x=stages, y=pct, name="relative weight change", marker_color="#d62728",
-                           text=[f"{v:.2g}%" for v in pct], textposition="outside", cliponaxis=False))
-    if any(r.get("cka") is not None for r in rows):
+    top = max(pct) * 1.25 if max(pct) > 0 else 1.0  # room above the tallest bar for its label
+    measured = any(r.get("cka") is not None for r in rows)
+    fig = make_subplots(rows=2 if measured else 1, cols=1, shared_xaxes=True, vertical_spacing=0.08,
+                        row_heights=[0.65, 0.35] if measured else None)
+    fig.add_trace(go.Bar(x=stages, y=pct, name="relative weight change", marker_color="#d62728",
+                         text=[f"{v:.2g}%" for v in pct], textposition="outside", cliponaxis=False), row=1, col=1)
+    fig.update_yaxes(title_text="‖W − W_start‖ / ‖W_start‖", ticksuffix="%", tickformat=".2~g", range=[0, top],
+                     row=1, col=1)
+    if measured:
         fig.add_trace(go.Scatter(x=stages, y=[r.get("cka") for r in rows], name="similarity before/after (linear CKA)",
-                                 mode="lines+markers", yaxis="y2", line={"color": "#1f77b4"}))
-    fig.update_layout(title=title, height=380, margin={"l": 10, "r": 10, "t": 50, "b": 10},
-                      xaxis={"title": "stage (input → head)"},
-                      yaxis={"title": "‖W − W_start‖ / ‖W_start‖", "ticksuffix": "%", "tickformat": ".2~g",
-                             "range": [0, top]},
-                      yaxis2={"title": "CKA", "overlaying": "y", "side": "right", "range": [0, 1.3], "tickvals": [0, 0.25, 0.5, 0.75, 1],
-                              "tickformat": ".2f", "showgrid": False},
-                      legend={"orientation": "h", "y": -0.3})
+                                 mode="lines+markers+text", text=[f"{r['cka']:.2f}" if r.get("cka") is not None else ""
+                                                                  for r in rows],
+                                 textposition="bottom center", line={"color": "#1f77b4"}), row=2, col=1)
+        fig.update_yaxes(title_text="CKA", range=[0, 1.08], tickvals=[0, 0.5, 1], row=2, col=1)
+    fig.update_xaxes(title_text="stage (input → head)", row=2 if measured else 1, col=1)
+    fig.update_layout(title=title, height=460 if measured else 340, margin={"l": 10, "r": 10, "t": 50, "b": 10},
+                      legend={"orientation": "h", "y": -0.2})
     return fig
 
 
@@ -201,7 +208,7 @@ def change_section(ds, run: dict | None, device) -> None:
     if kept_head:  # the saved body is then its start, whatever the unfrozen epochs did
         st.info(kept_head + " So the body shown here is where it started.", icon=":material/info:")
     st.caption("Red bars: how far training moved each stage's weights, as a share of where they started (the new head "
-               "has no start and is left out). Blue line, once measured: how alike each stage's outputs are before "
+               "has no start and is left out). Blue line below, once measured: how alike each stage's outputs are before "
                "and after on this dataset's validation photos (linear CKA, 1 = the same up to rotation and scale). "
                + ("**This run kept its body frozen**: every stage is exactly its start. Choose a fine-tuned run to see "
                   "the pattern." if frozen else "**Notice** whether the stages near the input moved less than those "

@@ -20,11 +20,12 @@ from ui.server import warm_imports
 warm_imports()
 before = set(sys.modules)
 from streamlit.testing.v1 import AppTest
-for page in ("pages/data.py", "pages/model.py", "pages/train.py", "pages/compare.py", "pages/predict.py"):
+for page in ("pages/data.py", "pages/model.py", "pages/train.py", "pages/compare.py", "pages/predict.py",
+             "pages/inside.py"):
     at = AppTest.from_file(ROOT + "/app.py", default_timeout=120)
     at.switch_page(page)
     at.run()
-heavy = ("pandas", "pyarrow", "plotly", "torch", "torchvision", "numpy", "PIL", "safetensors")
+heavy = ("pandas", "pyarrow", "plotly", "altair", "torch", "torchvision", "numpy", "PIL", "safetensors")
 late = sorted(m for m in set(sys.modules) - before if m.split(".")[0] in heavy)
 print(json.dumps(late))
 """

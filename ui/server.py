@@ -21,7 +21,7 @@ log = logging.getLogger("transferlab")
 # Everything a page imports lazily: first imports are not thread-safe across script runs.
 WARM = ("numpy", "pandas", "pyarrow", "pyarrow.pandas_compat", "plotly.graph_objects", "plotly.express",
         "plotly.subplots", "plotly.io", "plotly.tools", "plotly.offline", "PIL.Image", "torch.utils.serialization",
-        "torch", "torchvision", "safetensors.torch", "core.jobs.queue", "core.serving.predict",
+        "altair", "torch", "torchvision", "safetensors.torch", "core.jobs.queue", "core.serving.predict",
         "core.serving.export", "core.runs.bundle", "core.training.experiment", "core.disk")
 
 
@@ -59,6 +59,12 @@ def warm_imports() -> None:
         pio.to_json(f)
         f.to_plotly_json()
     Image.init()  # every image plugin, once
+    try:  # the Inside page's feature map (its tooltips can show a photo; plotly's cannot)
+        import altair as alt
+        alt.Chart(pd.DataFrame({"x": [1.0], "y": [1.0], "c": ["a"]})).mark_point().encode(
+            x="x:Q", y="y:Q", color="c:N", tooltip=["c"]).to_dict()
+    except ImportError:
+        pass
 
 
 def base_url() -> str:

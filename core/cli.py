@@ -1,4 +1,4 @@
-"""``python -m core``: train, predict, inspect, runs, bench, export, bundle, import-bundle, inside.
+"""``python -m core``: train, predict, inspect, runs, bench, export, bundle, import-bundle, inside, audit.
 
 Output is a contract other tools rely on: ``train`` ends with one JSON line, ``predict``
 prints one JSON line per image, ``inspect`` and ``runs`` print one JSON object.  Bad
@@ -99,12 +99,18 @@ def _device_name() -> str:
 
 
 def cmd_predict(a) -> int:
+    """One JSON line per photo: {"image", "top": [{"label", "prob"}]} or {"image", "error"}.
+    An argument may be a photo, a folder of photos or a .zip of them; predictions run on
+    the run's checked ONNX export where there is one (core/serving/predict.py)."""
+    from core.serving.batch_predict import classify, expand
     from core.serving.predict import Predictor
     p = Predictor(a.run_dir, a.device)
     ok = True
-    for row in p.predict_files(a.images, a.topk):
+    for row in classify(p, expand(a.images), a.topk):
         ok &= "error" not in row
-        print(json.dumps(row, ensure_ascii=False), flush=True)
+        out = {"image": row["file"], "error": row["error"]} if "error" in row else \
+            {"image": row["file"], "top": [{"label": c, "prob": v} for c, v in row["topk"]]}
+        print(json.dumps(out, ensure_ascii=False), flush=True)
     return 0 if ok else 1
 
 
@@ -269,7 +275,7 @@ def _other_commands(ap, sub) -> argparse.ArgumentParser:
     from core.paths import DEFAULT_RUNS_DIR
     p = sub.add_parser("predict", help="classify images with a saved run")
     p.add_argument("run_dir")
-    p.add_argument("images", nargs="+")
+    p.add_argument("images", nargs="+", help="photos, folders of photos or .zip files of photos")
     p.add_argument("--topk", type=int, default=3)
     p.add_argument("--device", default="auto")
     p.set_defaults(fn=cmd_predict)
@@ -292,6 +298,9 @@ def _other_commands(ap, sub) -> argparse.ArgumentParser:
 
     from core.inside.cli import add_inside_command
     add_inside_command(sub)
+
+    from core.audit.cli import add_audit_command
+    add_audit_command(sub)
 
     b = sub.add_parser("bench", help="benchmark the trainer against the PyTorch tutorial loop")
     from core.bench import add_arguments

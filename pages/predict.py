@@ -66,8 +66,8 @@ def classify_all(files) -> list[dict]:
         else:
             items.append((f.name, f.getvalue()))
     bar = st.progress(0.0, text=f"Classifying {len(items)} photos…")
-    rows = batch_predict.classify(predictor, items, int(topk),
-                                  lambda n, total: bar.progress(n / max(total, 1), text=f"Classified {n} of {total}"))
+    rows = list(batch_predict.classify(predictor, items, int(topk), total=len(items), progress=lambda n, total:
+                                       bar.progress(n / max(total, 1), text=f"Classified {n} of {total}")))
     bar.empty()
     st.session_state["_batch"] = (key, rows)
     return rows
@@ -79,7 +79,7 @@ if any(f.name.lower().endswith(".zip") for f in files) or len(files) > CARDS:
     counts = {c: sum(r["prediction"] == c for r in good) for c in predictor.classes}
     st.success(f"**{len(good)} photos classified**" + (f", {len(rows) - len(good)} could not be read" if len(good) < len(rows) else "")
                + ": " + ", ".join(f"{c} {n}" for c, n in counts.items() if n))
-    st.dataframe(rows, hide_index=True, width="stretch", column_order=["file", "prediction", "confidence", "top", "error"],
+    st.dataframe([{k: v for k, v in r.items() if k != "topk"} for r in rows], hide_index=True, width="stretch", column_order=["file", "prediction", "confidence", "top", "error"],
                  column_config={"confidence": st.column_config.ProgressColumn(format="percent", min_value=0, max_value=1)})
     st.download_button("Download the predictions (CSV)", batch_predict.to_csv(rows), file_name="predictions.csv",
                        mime="text/csv", icon=":material/download:")

@@ -146,3 +146,26 @@ def test_fine_tune_without_rate_flags_takes_the_recipes_rates_and_a_typed_flag_w
     assert (adam.optimizer, adam.lr) == ("adam", 0.001)  # the recipe's 0.03 is an SGD rate
     standard = train_config()
     assert (standard.schedule, standard.lr, standard.unfreeze_div) == ("standard", 0.001, 2.0)  # the tutorial's
+
+
+def test_predict_a_folder_and_a_zip_of_photos_in_one_go(frozen_run, ants_bees, tmp_path):
+    """A folder (recursively, hidden files skipped) and a .zip are expanded into their
+    photos, one JSON line each, in order; a missing path is one error line, not a crash."""
+    import shutil
+    import zipfile
+    summary, _, _ = frozen_run
+    folder = tmp_path / "mine" / "sub"
+    folder.mkdir(parents=True)
+    for p in sorted((ants_bees / "val" / "bees").iterdir())[:3]:
+        shutil.copy(p, folder / p.name)
+    (folder / ".hidden.jpg").write_bytes(b"x")
+    with zipfile.ZipFile(tmp_path / "ants.zip", "w") as zf:
+        for p in sorted((ants_bees / "val" / "ants").iterdir())[:2]:
+            zf.write(p, f"ants/{p.name}")
+    p = cli("predict", summary["run_dir"], tmp_path / "mine", tmp_path / "ants.zip", tmp_path / "missing.jpg", check=False)
+    lines = [json.loads(line) for line in p.stdout.strip().splitlines()]
+    assert p.returncode == 1 and len(lines) == 6
+    said = [r["top"][0]["label"] for r in lines[:5]]
+    assert sum(s == t for s, t in zip(said, ["bees"] * 3 + ["ants"] * 2)) >= 4  # a frozen ImageNet body, real photos
+    assert lines[3]["image"].endswith("ants.zip/ants/" + sorted((ants_bees / "val" / "ants").iterdir())[0].name)
+    assert lines[5]["image"].endswith("missing.jpg") and "cannot open" in lines[5]["error"]

@@ -1,5 +1,5 @@
-"""Many photos in one go: the photos of a .zip, read in memory; classified in batches
-with progress; the result as rows and as CSV.
+"""Many photos in one go: the photos of a .zip (read in memory) or of a folder,
+classified in batches with progress; the result as rows and as CSV.
 
 A zip handed in for prediction is as untrusted as a dataset upload, but nothing of it
 is written to disk: entries are read one by one with the same limits as extraction
@@ -11,7 +11,8 @@ from __future__ import annotations
 import csv
 import io
 import zipfile
-from pathlib import PurePosixPath
+from collections.abc import Iterator
+from pathlib import Path, PurePosixPath
 
 from core.data.archive import decode_names
 from core.data.images import IMAGE_SUFFIXES, ImageReadError, is_ignored, load_rgb
@@ -54,34 +55,70 @@ def photos_in_zip(data: bytes, shown: str, max_photos: int = MAX_PHOTOS, max_byt
     return out
 
 
-def classify(predictor, items, topk: int = 3, progress=None) -> list[dict]:
-    """One row per (name, bytes or error) item: its top-k, or why it could not be read.
-    ``progress(done, total)`` after every batch."""
-    rows: list[dict] = [{} for _ in items]
-    ready: list[tuple[int, object]] = []
-    for k, (name, blob) in enumerate(items):
-        rows[k] = {"file": name}
-        if isinstance(blob, BaseException):
-            rows[k]["error"] = f"cannot be read from the zip ({' '.join(str(blob).split())[:100]})"
-            continue
-        try:
-            f = io.BytesIO(blob)
-            f.name = name
-            ready.append((k, load_rgb(f)))
-        except ImageReadError as e:
-            rows[k]["error"] = str(e)  # the reason alone (errors.ImageReadError)
-    n = min(topk, len(predictor.classes))
-    for start in range(0, len(ready), BATCH):
-        chunk = ready[start:start + BATCH]
-        probs = predictor.probabilities([img for _, img in chunk])
-        for (k, _), p in zip(chunk, probs):
+def expand(paths) -> Iterator[tuple[str, object]]:
+    """(name, bytes or the error reading it) for the command line's arguments: a photo as
+    it is, a folder's photos (recursively, sorted, hidden files skipped), a zip's photos."""
+    for arg in paths:
+        path = Path(arg)
+        if path.is_dir():
+            for f in sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+                            and not any(is_ignored(Path(q)) for q in p.relative_to(path).parts)):
+                yield from _read(f)
+        elif path.suffix.lower() == ".zip" and path.is_file():
+            try:
+                yield from ((f"{arg}/{n}", b) for n, b in photos_in_zip(path.read_bytes(), path.name))
+            except (ArchiveError, OSError) as e:
+                yield str(arg), e
+        else:
+            yield from _read(path)
+
+
+def _read(path: Path):
+    try:
+        yield str(path), path.read_bytes()
+    except OSError as e:
+        yield str(path), OSError(f"cannot open: {e.strerror or e}")
+
+
+def classify(predictor, items, topk: int = 3, progress=None, total: int | None = None) -> Iterator[dict]:
+    """One row per (name, bytes or error) item, in order, ``BATCH`` photos at a time (a
+    folder of thousands never sits in memory whole): its top-k, or why it could not be
+    read.  ``progress(done, total)`` after every batch when ``total`` is known."""
+    n, done, chunk = min(topk, len(predictor.classes)), 0, []
+
+    def flush():
+        ready = [(row, img) for row, img in chunk if img is not None]
+        probs = predictor.probabilities([img for _, img in ready]) if ready else []
+        for (row, _), p in zip(ready, probs):
             values, idx = p.topk(n)
             top = [(predictor.classes[i], float(v)) for v, i in zip(values.tolist(), idx.tolist())]
-            rows[k].update({"prediction": top[0][0], "confidence": top[0][1],
-                            "top": " · ".join(f"{c} {v:.0%}" for c, v in top)})
-        if progress:
-            progress(min(start + BATCH, len(ready)), len(ready))
-    return rows
+            row.update({"prediction": top[0][0], "confidence": top[0][1], "topk": top,
+                        "top": " · ".join(f"{c} {v:.0%}" for c, v in top)})
+        out = [row for row, _ in chunk]
+        chunk.clear()
+        return out
+    for name, blob in items:
+        row, img = {"file": name}, None
+        if isinstance(blob, BaseException):
+            row["error"] = str(blob) if isinstance(blob, (OSError, ArchiveError)) else \
+                f"cannot be read from the zip ({' '.join(str(blob).split())[:100]})"
+        else:
+            try:
+                f = io.BytesIO(blob)
+                f.name = name
+                img = load_rgb(f)
+            except ImageReadError as e:
+                row["error"] = str(e)  # the reason alone (errors.ImageReadError)
+        chunk.append((row, img))
+        if len(chunk) == BATCH:
+            done += BATCH
+            yield from flush()
+            if progress and total:
+                progress(min(done, total), total)
+    done += len(chunk)
+    yield from flush()
+    if progress and total:
+        progress(done, total)
 
 
 def to_csv(rows: list[dict]) -> str:

@@ -149,17 +149,6 @@ class Predictor:
         values, idx = probs.topk(k)
         return [{"label": self.classes[i], "prob": float(v)} for v, i in zip(values.tolist(), idx.tolist())]
 
-    def predict_files(self, files, topk: int = 3) -> list[dict]:
-        """One entry per file; a bad file gets {"error": reason} and the others still run."""
-        out = []
-        for f in files:
-            try:
-                out.append({"image": str(f), "top": self.predict(load_rgb(f), topk)})
-            except (ImageReadError, FileNotFoundError, IsADirectoryError, PermissionError) as e:
-                reason = str(e) if isinstance(e, ImageReadError) else f"cannot open: {e.strerror}"
-                out.append({"image": str(f), "error": reason})
-        return out
-
 
 @torch.inference_mode()
 def evaluate(run_dir, device: str = "auto", batch_size: int = 64) -> dict:

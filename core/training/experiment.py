@@ -36,6 +36,8 @@ class ExperimentConfig:
     sweep: dict | None = None         # a data-efficiency point: {"id", "arm", "n", "seed"} (data_efficiency.py)
     confine: bool = False             # the dashboard's: read nothing through links out of the dataset folder (scan_dataset)
     owner: str | None = None          # who the run belongs to (core/access.py); None: the operator (the CLI)
+    cleaning: str | None = None       # a cleaned dataset's id (core/audit/cleaned.py): ``data`` is its source, its
+                                      # exclusions and relabels applied; the run's config records which version
 
     @classmethod
     def from_dict(cls, d: dict) -> "ExperimentConfig":
@@ -49,6 +51,18 @@ class ExperimentConfig:
         w = "scratch" if self.weights == "none" else ("imagenet" if self.weights == "imagenet" else Path(self.weights).stem)
         f = self.freeze if not isinstance(self.freeze, (list, tuple)) else "custom"
         return f"{self.arch}-{w}-freeze_{f}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def scan(cfg: ExperimentConfig) -> Dataset:
+    """The experiment's dataset: ``cfg.data`` scanned, or the cleaned dataset ``cfg.cleaning``
+    (its source with its own recorded split, checked as its owner's: a visitor never
+    trains on another's cleaning, nor through one on a source no longer theirs)."""
+    if cfg.cleaning:
+        from core.access import OPERATOR, Viewer
+        from core.audit import cleaned
+        owner = cfg.owner or OPERATOR
+        return cleaned.dataset(cfg.cleaning, Viewer(owner, operator=owner == OPERATOR))
+    return scan_dataset(cfg.data, cfg.val_split, cfg.train.seed, confine=cfg.confine)
 
 
 def prepare_model(cfg: ExperimentConfig, num_classes: int, progress=None):
@@ -71,7 +85,7 @@ def run_experiment(cfg: ExperimentConfig, listeners=(), runs_dir=None, dataset: 
     device = ranks.device if ranks.device is not None else pick_device(cfg.device)
 
     def setup():
-        data = dataset if dataset is not None else scan_dataset(cfg.data, cfg.val_split, cfg.train.seed, confine=cfg.confine)
+        data = dataset if dataset is not None else scan(cfg)
         built = prepare_model(cfg, len(data.classes), progress)
         if cfg.sync_bn:
             ranks.sync_batchnorm(built.model)  # in place: BatchNorm layers become SyncBatchNorm
@@ -82,7 +96,8 @@ def run_experiment(cfg: ExperimentConfig, listeners=(), runs_dir=None, dataset: 
               "transform": built.transform.to_dict(), "weights_loaded": built.weights,
               "device": str(device), "device_label": device_label(device),
               "trainable_params": summary["trainable_params"], "total_params": summary["total_params"],
-              "schedule_text": describe(cfg.train, cfg.freeze), "processes": ranks.world}
+              "schedule_text": describe(cfg.train, cfg.freeze), "processes": ranks.world,
+              "cleaned": getattr(dataset, "cleaning", None)}  # which cleaning, at which version (or None)
     root = dataset.root
     split = {"root": str(root), "layout": dataset.layout,
              "train": [[str(Path(p).relative_to(root)), y] for p, y in dataset.train],
@@ -131,7 +146,7 @@ def run_lr_find(cfg: ExperimentConfig, listeners=(), dataset: Dataset | None = N
     configure_threads()
     device = pick_device(cfg.device)
     if dataset is None:
-        dataset = scan_dataset(cfg.data, cfg.val_split, cfg.train.seed, confine=cfg.confine)
+        dataset = scan(cfg)
     built = prepare_model(cfg, len(dataset.classes))
     trainer = Trainer(built.model, cfg.arch, dataset.train, dataset.val, built.transform, cfg.train, device,
                       list(listeners), freeze=cfg.freeze)

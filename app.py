@@ -30,6 +30,7 @@ else:
 
     pages = [
         st.Page("pages/data.py", title="Data", icon=":material/dataset:", default=True),
+        st.Page("pages/clean.py", title="Clean", icon=":material/cleaning_services:"),
         st.Page("pages/model.py", title="Model", icon=":material/neurology:"),
         st.Page("pages/train.py", title="Train", icon=":material/model_training:"),
         st.Page("pages/compare.py", title="Compare", icon=":material/monitoring:"),

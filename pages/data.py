@@ -9,16 +9,16 @@ from core.data import archive, server_folders
 from core.data.uploads import accept_zip
 from core.errors import TransferLabError
 from core.data.transforms import TransformSpec, augmented_samples
-from ui import common, identity, own_classes
+from ui import clean_view, common, identity, own_classes
 from ui import state as S
 
 S.init_state()  # idempotent: a page works opened directly, not only through app.py
 
 st.title("Data")
 demo = paths.demo_dataset()
-options = (["demo"] if demo else []) + ["folder", "zip", "own"]
+options = (["demo"] if demo else []) + ["folder", "zip", "own", "cleaned"]
 labels = {"demo": "Ants vs bees (demo)", "folder": "A dataset folder on this server", "zip": "Upload a .zip",
-          "own": "Make your own classes"}
+          "own": "Make your own classes", "cleaned": "Cleaned (from the Clean page)"}
 if st.session_state[S.DATA_SOURCE] not in options:
     S.put(S.DATA_SOURCE, options[0])
 st.radio("Dataset", options, format_func=labels.get, horizontal=True, **S.bind(S.DATA_SOURCE))
@@ -85,6 +85,8 @@ elif source == "zip":
         refused = st.session_state.get("_zip_refused")
 elif source == "own":
     own_classes.render()  # says what is missing until the dataset is ready to train on
+elif source == "cleaned":
+    clean_view.data_section()  # the visitor's cleaned datasets (ui/clean_view.py)
 
 if refused:
     st.error(refused)
@@ -93,8 +95,8 @@ if refused:
     st.stop()
 
 if S.data_path() is None:  # this page is where a dataset is chosen: say how, not "go to Data"
-    if source == "own":
-        st.stop()  # the editor above already said what the dataset lacks
+    if source in ("own", "cleaned"):
+        st.stop()  # the section above already said what is missing
     st.info("Upload a .zip of class folders above." if source == "zip" else
             "Choose one of the folders offered above." if source == "folder" else
             "No dataset is selected yet.")
@@ -102,8 +104,9 @@ if S.data_path() is None:  # this page is where a dataset is chosen: say how, no
 ds = common.require_dataset()
 # The split controls, under the dataset they act on: greyed out when it brings its own
 # train/ and val/ folders (moving them would change nothing, which reads as a bug).
-given = ds.layout == "split"
-why = "This dataset has its own train/ and val/ folders: they are used as given." if given else None
+given = ds.layout == "split" or source == "cleaned"
+why = ("A cleaned dataset keeps the split it was cleaned on." if source == "cleaned" else
+       "This dataset has its own train/ and val/ folders: they are used as given.") if given else None
 c1, c2 = st.columns(2)
 c1.slider("Validation fraction", 0.05, 0.5, step=0.05, disabled=given, **S.bind(S.VAL_SPLIT),
           help=why or "Share of each class's images held out for validation (one folder of class folders).")

@@ -35,7 +35,8 @@ def experiment(ds, weights: str | None = None, freeze=None, name: str | None = N
     return ExperimentConfig(data=str(ds.root), arch=ss[S.ARCH], weights=weights or S.weights_argument(),
                             freeze=ss[S.FREEZE] if freeze is None else freeze, hidden=int(ss[S.HIDDEN]),
                             dropout=float(ss[S.DROPOUT]), val_split=float(ss[S.VAL_SPLIT]), name=name,
-                            train=train_config(overrides), confine=True, owner=identity.owner())
+                            train=train_config(overrides), confine=True, owner=identity.owner(),
+                            cleaning=S.cleaning_in_use())
 
 
 def train_config(overrides: dict | None = None):
@@ -78,6 +79,9 @@ def current_dataset():
     path = S.data_path()
     if path is None:
         return None
+    if st.session_state[S.DATA_SOURCE] == "cleaned":  # its source, its own split, the visitor's lists applied
+        from ui import clean_view
+        return clean_view.cleaned_dataset(st.session_state[S.CLEANED])
     # A dataset made on the Data page changes under the same path: its fingerprint joins the key.
     version = own_dataset.fingerprint(path) if st.session_state[S.DATA_SOURCE] == "own" else None
     return cached_scan(path, st.session_state[S.VAL_SPLIT], st.session_state[S.DATA_SEED], version)

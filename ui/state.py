@@ -30,7 +30,7 @@ from core.training.trainer import TrainConfig
 from ui import identity
 
 # Data page
-DATA_SOURCE = "data_source"        # "demo" | "folder" | "zip" | "own"
+DATA_SOURCE = "data_source"        # "demo" | "folder" | "zip" | "own" | "cleaned"
 FOLDER_PATH = "folder_path"        # the folder chosen under "A folder on the server"
 ZIP_PATH = "zip_path"              # extracted root of the last accepted .zip
 ZIP_NAME = "zip_name"              # its file name as the user gave it
@@ -80,6 +80,13 @@ TRAIN_CHOICES = {"schedule": SCHEDULES, "scheduler": SCHEDULERS, "optimizer": ("
 # Inside page: the run looked into (its folder), or None for ImageNet and random init alone.
 INSIDE_RUN = "inside_run"
 SETUP_DEFAULTS[INSIDE_RUN] = None
+# Clean page (ui/clean_view.py): the cleaned dataset in use or under review (core/audit/cleaned.py), and the
+# review's progress: per cleaned dataset, the photos marked "keep" (excluded and relabelled ones count as
+# reviewed by themselves, from the dataset's own lists).
+CLEANED = "cleaned_dataset"
+CLEAN_REVIEWED = "clean_reviewed"  # {cleaned id: [photo paths under the source]}
+SETUP_DEFAULTS[CLEANED] = None
+SETUP_DEFAULTS[CLEAN_REVIEWED] = {}
 
 
 def _session_file(key: str):
@@ -260,6 +267,13 @@ def data_path() -> str | None:
         return str(demo) if demo else None
     if source == "own":  # only once it has enough classes and photos: until then nothing is selected
         return own_dataset.ready_path(st.session_state[OWN_DATASET], identity.owner())
+    if source == "cleaned":  # the source of the visitor's own cleaning, while it is still theirs to read
+        from core.audit import cleaned
+        try:
+            c = cleaned.load(st.session_state[CLEANED], identity.viewer())
+            return str(cleaned.check_source(c.source, c.owner))
+        except DatasetError:  # another's, deleted, or its source gone: the Data page says which
+            return None
     if source == "folder":  # only a folder the operator offers, whatever a saved setup says
         try:
             return str(server_folders.check_folder(st.session_state[FOLDER_PATH]))
@@ -275,12 +289,23 @@ def data_label() -> str:
         return "none selected"
     if source == "zip" and st.session_state[ZIP_NAME]:
         return st.session_state[ZIP_NAME]
+    if source == "cleaned":
+        from core.audit import cleaned
+        try:
+            return cleaned.load(st.session_state[CLEANED], identity.viewer()).title
+        except DatasetError:
+            return "none selected"
     if source == "own":
         try:
             return own_dataset.load(st.session_state[OWN_DATASET]).title
         except own_dataset.OwnDatasetError:  # deleted by another tab since data_path() looked
             return "none selected"
     return "ants vs bees (demo)" if source == "demo" else path.rstrip("/").split("/")[-1]
+
+
+def cleaning_in_use() -> str | None:
+    """The cleaned dataset a run of the current setup trains on (its id), or None."""
+    return st.session_state[CLEANED] if st.session_state[DATA_SOURCE] == "cleaned" else None
 
 
 def weights_argument() -> str:

@@ -233,6 +233,27 @@ def _lock(cleaned_id):
         yield folder
 
 
+def change(cleaned_id, viewer: Viewer, excluded: dict, labels: dict, classes: list[str], what: str) -> Cleaned:
+    """Several decisions as one undo step: ``excluded`` maps paths to left out (True) or
+    back in (False), ``labels`` maps paths to a class name or None (the folder's class)."""
+    rels_ex = dict(zip(_checked_paths(list(excluded)), excluded.values()))
+    rels_la = dict(zip(_checked_paths(list(labels)), labels.values()))
+    for rel, name in rels_la.items():
+        if name is not None and name not in classes:
+            raise CleanedError(f"{rel}: there is no class named {name!r} (classes: {', '.join(classes)})")
+
+    def apply(ex, re_):
+        for rel, out in rels_ex.items():
+            (ex.add if out else ex.discard)(rel)
+        for rel, name in rels_la.items():
+            if name is None:
+                re_.pop(rel, None)
+            else:
+                re_[rel] = name
+        return list(dict.fromkeys([*rels_ex, *rels_la]))
+    return _change(cleaned_id, viewer, what, apply)
+
+
 def exclude(cleaned_id, viewer: Viewer, rel_paths, what: str | None = None) -> Cleaned:
     """Leave ``rel_paths`` out of training and validation."""
     rels = _checked_paths(rel_paths)

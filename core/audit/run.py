@@ -25,7 +25,7 @@ import torch
 
 from core.audit import crossval, findings
 from core.data.datasets import Dataset
-from core.inside.features import Body, eval_view
+from core.inside.features import Body, cache_keys, eval_view
 from core.training.feature_cache import FeatureCache, feature_key, files_signature
 
 THUMB = 16
@@ -90,6 +90,13 @@ def signatures(samples, cache: FeatureCache | None, stop: threading.Event | None
         from core.data.batches import Stopped
         raise Stopped
     return value["thumbs"], [bytes(d.tolist()).hex() for d in value["digests"]], hit
+
+
+def is_cached(ds: Dataset, body: Body, device: torch.device, cache: FeatureCache) -> bool:
+    """Whether ``audit`` would read no photo (the page then audits at once, unasked)."""
+    keys = [cache_keys(body, s, s, None, device)[0] for s in (ds.train, ds.val) if s]
+    thumbs = feature_key(kind="audit-thumbs", size=THUMB, files=files_signature(ds.train + ds.val))
+    return all(cache.contains(k) for k in keys + [thumbs])
 
 
 def audit(ds: Dataset, body: Body, device: torch.device, cache: FeatureCache | None, seed: int = 0,

@@ -8,7 +8,7 @@ import streamlit as st
 from core.access import OPERATOR
 from core.errors import RunError
 from core.runs.store import delete_run
-from ui import common, data_efficiency_view, export_view, identity, schedule_view
+from ui import clean_compare, common, data_efficiency_view, export_view, identity, schedule_view
 from ui import state as S
 
 S.init_state()  # idempotent: a page works opened directly, not only through app.py
@@ -56,6 +56,7 @@ def row(r: dict) -> dict:
 st.dataframe([row(loaded[d]) for d in chosen], width="stretch", hide_index=True,
              column_config={"best val acc": st.column_config.NumberColumn(format="%.1f%%"),
                             "last val acc": st.column_config.NumberColumn(format="%.1f%%")})
+clean_compare.section(chosen, loaded, by_dir, viewer)  # which cleaning, and whether the val sets differ
 
 st.divider()
 if fresh or st.session_state[S.COMPARE_FOCUS] not in chosen:  # a new run of this tab, else the last look

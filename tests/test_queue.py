@@ -251,3 +251,21 @@ def test_an_lr_find_job_estimates_and_stops_and_a_failing_one_is_contained(tiny_
     assert q.eta_seconds(done) == 0
     with pytest.raises(ValueError):
         q.submit("a", "what", [], kind="dance")
+
+
+def test_a_server_queue_trains_at_a_lower_priority_than_its_pages():
+    """The worker thread (and the threads it starts) run niced, so drawing a page never
+    waits behind training; the thread's own nice value is what the kernel reports."""
+    import os
+    import threading
+    seen = {}
+
+    def runner(cfg, listeners, stop=None):
+        seen["nice"] = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+        raise RuntimeError("not trained: a test")
+    q = TrainingQueue(concurrency=1, device="cpu", runner=runner, nice=7)
+    job = q.submit("a" * 32, "t", [("run", object(), 1, 1)])
+    end = time.time() + 10
+    while job.active and time.time() < end:
+        time.sleep(0.02)
+    assert seen["nice"] == os.getpriority(os.PRIO_PROCESS, 0) + 7

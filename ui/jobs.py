@@ -16,6 +16,8 @@ from core import paths
 from core.jobs.db import JobStore
 from core.jobs.queue import TrainingQueue
 
+# Training yields the cores to page runs (a fresh tab, a click) on a shared server.
+TRAINING_NICE = 10
 _LOCK = threading.Lock()
 _QUEUE: TrainingQueue | None = None
 
@@ -24,5 +26,5 @@ def training_queue() -> TrainingQueue:
     global _QUEUE
     with _LOCK:
         if _QUEUE is None:
-            _QUEUE = TrainingQueue(store=JobStore(paths.DEFAULT_DATA_DIR / "queue.sqlite3"))
+            _QUEUE = TrainingQueue(store=JobStore(paths.DEFAULT_DATA_DIR / "queue.sqlite3"), nice=TRAINING_NICE)
         return _QUEUE

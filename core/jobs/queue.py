@@ -28,6 +28,7 @@ the operator stops it.
 """
 from __future__ import annotations
 
+import os
 import threading
 import time
 import traceback
@@ -92,7 +93,7 @@ def default_concurrency(device: str) -> int:
 
 class TrainingQueue:
     def __init__(self, concurrency: int | None = None, device: str | None = None, runner=run_experiment,
-                 lr_finder=run_lr_find, store: JobStore | None = None):
+                 lr_finder=run_lr_find, store: JobStore | None = None, nice: int = 0):
         from core.device import pick_device
         self.device = device or pick_device("auto").type
         self.concurrency = concurrency or default_concurrency(self.device)
@@ -101,7 +102,7 @@ class TrainingQueue:
         self.jobs: dict[str, Job] = {}
         self._waiting: list[Job] = []
         self._cond = threading.Condition()
-        self.store = store
+        self.store, self.nice = store, nice
         if store is not None:
             from core.jobs import restore
             restore.into(self, store)  # before the workers start: the line is whole when they look
@@ -246,6 +247,14 @@ class TrainingQueue:
             return job
 
     def _work(self) -> None:
+        if self.nice:
+            # Linux keeps a nice value per thread, inherited by the threads it starts (torch's
+            # OpenMP team for this worker): pages drawn meanwhile then get the cores first,
+            # and training takes whatever they leave, which on an idle server is all of it.
+            try:
+                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), self.nice)
+            except (AttributeError, OSError):  # not Linux, or not allowed: the same, just less polite
+                pass
         while True:
             job = self._next()
             job.started = time.time()

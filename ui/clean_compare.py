@@ -51,16 +51,19 @@ def section(chosen: list[str], loaded: dict, by_dir: dict, viewer) -> None:
         row = {"run": by_dir[d]["name"], "cleaning": cleaning_text(loaded[d]["config"]),
                "validation set": f"{letters[digests[d]]} ({len(photos[d])} photos)" if d in digests else
                "not on this machine", "best val acc": round(100 * loaded[d]["summary"]["best_val_acc"], 1)}
-        if ref is not None and d in digests and d != ref and digests[d] != digests[ref]:
-            row["vs the reference set"] = valsets.describe(valsets.difference(photos[d], photos[ref]))
+        if ref is not None and d in digests:
+            row["vs the reference set"] = "the reference" if d == ref else \
+                valsets.describe(valsets.difference(photos[d], photos[ref]))
         rows.append(row)
     key = f"_clean_compare.{digests.get(ref)}.{'|'.join(chosen)}"
     scores = st.session_state.get(key)
     if ref is not None and len(letters) > 1:
         ref_set = photos[ref]
-        if scores is None and st.button(f"Score every run on set {letters[digests[ref]]}, the validation photos of "
-                                        f"{by_dir[ref]['name']} ({len(ref_set)} photos)", key="clean_compare_score",
-                                        icon=":material/balance:"):
+        ask = st.empty()  # the button leaves once pressed
+        if scores is None and ask.button(f"Score every run on set {letters[digests[ref]]}, the validation photos of "
+                                         f"{by_dir[ref]['name']} ({len(ref_set)} photos)", key="clean_compare_score",
+                                         icon=":material/balance:"):
+            ask.empty()
             classes = set(loaded[ref]["classes"])
             scores = {}
             with st.spinner("Classifying the photos with each run…"):

@@ -18,6 +18,7 @@ from core.audit.cleaned import CleanedError
 from . import clean_view, identity
 
 PAGE = 12            # cards per tab before "Show more"
+PAIR_WIDTH = 200     # pixels per photo of a pair
 CONFIDENT = 0.25     # bulk relabel: where the head gives the given label at most this (it is 75% sure of another)
 ERROR = "_clean_error"
 
@@ -34,14 +35,14 @@ def thumb(path: str, mtime: float, size: int = 200) -> bytes | None:
         return None
 
 
-def _show(path: str) -> None:
+def _show(path: str, width="stretch") -> None:
     import os
     try:
         data = thumb(path, os.stat(path).st_mtime)
     except OSError:
         data = None
     if data:
-        st.image(data, width="stretch")
+        st.image(data, width=width)
     else:
         st.caption("(this photo can no longer be read)")
 
@@ -101,8 +102,8 @@ def label_issues(t, rows: list[dict], keeps: set) -> None:
         return
     sure = [r for r in rows if r["score"] <= CONFIDENT]
     c1, c2 = st.columns(2)
-    if sure and c1.button(f"Relabel the {len(sure)} the check is at least {1 - CONFIDENT:.0%} sure of",
-                          key="_clean_bulk_relabel"):
+    if sure and c1.button(f"Relabel the {len(sure)} clear cases to their suggestion (at least {1 - CONFIDENT:.0%} "
+                          "for another class)", key="_clean_bulk_relabel"):
         _decide(t, {_rel(t, r["path"]): False for r in sure}, {_rel(t, r["path"]): r["suggested"] for r in sure},
                 f"relabelled {len(sure)} photos to their suggestion")
         st.rerun()
@@ -131,8 +132,8 @@ def label_issues(t, rows: list[dict], keeps: set) -> None:
                 _decide(t, {rel: False}, {rel: None}, f"took back the decision on {rel}", unkeep=[rel])
         with cols[k % 4]:
             _show(r["path"])
-            st.caption(f"**{r['split']}** · filed as **{r['given']}** · looks like **{r['suggested']}** · "
-                       f"{r['score']:.0%} for {r['given']}")
+            st.caption(f"**{r['split']}** · filed as **{r['given']}**, looks like **{r['suggested']}** "
+                       f"({r['given']}: {r['score']:.0%})")
             _control(f"label|{rel}", [to, "exclude", "keep"], current, pick)
     _more_button("labels", shown, len(rows))
 
@@ -165,19 +166,24 @@ def pairs(t, rows: list[dict], keeps: set, kind: str) -> None:
                 _decide(t, {a: False, b: False}, {}, f"kept {a} and {b}", keep=[b])
             else:
                 _decide(t, {a: False, b: False}, {}, f"took back the decision on {b}", unkeep=[b])
-        c1, c2, c3 = st.columns([2, 2, 3])
+        c1, c2, c3 = st.columns([1, 1, 2])  # a pair side by side, small: the decision is about both
         with c1:
-            _show(r["path"])
-            st.caption(f"**{r['split']}** · {a}")
+            _show(r["path"], PAIR_WIDTH)
+            st.caption(_named(r["split"], a))
         with c2:
-            _show(r["other"])
-            st.caption(f"**{r['other_split']}** · {b}")
+            _show(r["other"], PAIR_WIDTH)
+            st.caption(_named(r["other_split"], b))
         with c3:
             how = {"identical bytes": "identical files", "features": "the network sees the same photo",
                    "pixels": "the same picture at another size"}[r["how"]]
             st.markdown(f"Similarity **{r['similarity']:.3f}** (features), thumbnails {r['pixels']:.3f}: {how}.")
             _control(f"{kind}|{a}|{b}", options, current, pick)
     _more_button(kind, shown, len(rows))
+
+
+def _named(split: str, rel: str) -> str:
+    """"**val** · bees/x.jpg": the split once, even where it is the path's first folder."""
+    return f"**{split}** · {rel.removeprefix(split + '/')}"
 
 
 def outliers(t, rows: list[dict], keeps: set) -> None:

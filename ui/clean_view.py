@@ -117,11 +117,15 @@ def audit(t: Target):
     device, cache = pick_device("auto"), default_cache()
     if not run.is_cached(ds, body, device, cache):
         n = len(files)
-        st.caption(f"The audit runs each of the **{n} photos** through {arch} (ImageNet weights) once, about "
-                   f"{n / SPEED[1]:.0f}–{n / SPEED[0]:.0f} s on this server's CPU; after that it takes about a second, "
-                   "and a frozen run of this dataset reuses the validation photos' pass.")
-        if not st.button(f"Audit {n} photos", icon=":material/troubleshoot:", type="primary", key="clean_audit"):
+        ask = st.empty()  # the cost and the button leave once pressed
+        with ask.container():
+            st.caption(f"The audit runs each of the **{n} photos** through {arch} (ImageNet weights) once, about "
+                       f"{n / SPEED[1]:.0f}–{n / SPEED[0]:.0f} s on this server's CPU; after that it takes about a "
+                       "second, and a frozen run of this dataset reuses the validation photos' pass.")
+            pressed = st.button(f"Audit {n} photos", icon=":material/troubleshoot:", type="primary", key="clean_audit")
+        if not pressed:
             return None
+        ask.empty()
     bar = st.progress(0.0, text="Auditing…")
     t0 = time.perf_counter()
     report = run.audit(ds, body, device, cache, seed=0,

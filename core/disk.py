@@ -196,10 +196,12 @@ def sweep_stale() -> dict[str, int]:
 
 
 def delete_owner_data(owner: str) -> None:
-    """Everything an owner brought (uploads and datasets made here); their runs are deleted
+    """Everything an owner brought (uploads, datasets made or cleaned here); their runs are deleted
     one by one by the caller, which has the viewer that may."""
     if not is_owner_id(owner) or owner == OPERATOR:
         raise ValueError(f"not a visitor's owner id: {owner!r}")
     shutil.rmtree(paths.DEFAULT_DATA_DIR / "uploads" / owner, ignore_errors=True)
     for d in own_dataset.list_datasets(owner):
         own_dataset.delete(d.id)
+    from core.audit import cleaned
+    cleaned.delete_all(owner)  # their cleaned datasets (lists only: the photos were never copied)

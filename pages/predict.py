@@ -19,7 +19,7 @@ all_runs = common.require_runs("No trained run yet. Train one on the Train page,
 by_dir = {r["dir"]: r for r in all_runs}
 fresh = common.new_runs_of_this_tab(by_dir, "_predict_seen")
 if fresh or st.session_state[S.PREDICT_RUN] not in by_dir:
-    # This tab's newest run since the last visit (the server's runs are everyone's), one
+    # This tab's newest run since the last visit (the visitor may have several tabs), one
     # that ran to the end before one that was stopped part-way; else the one chosen
     # before; else the most accurate.
     finished = [d for d in fresh if not by_dir[d]["summary"].get("stopped")]
@@ -29,10 +29,11 @@ st.selectbox("Model (a finished run)", list(by_dir), format_func=lambda d: commo
 run_dir = st.session_state[S.PREDICT_RUN]
 predictor = common.predictor_for(run_dir)
 st.caption(f"Classes: {', '.join(predictor.classes)}")
-st.caption(f"Runs on **{predictor.backend}**." + ("" if predictor.session else
-           " An ONNX export of this run (Take this model away) moves predictions onto onnxruntime, "
+owns = identity.viewer().can_change(by_dir[run_dir]["owner"])  # a run shared with the class stays its owner's to export
+st.caption(f"Runs on **{predictor.backend}**." + ("" if predictor.session or not owns else
+           " An ONNX export of this run (below) moves predictions onto onnxruntime, "
            "several times faster on a CPU, once it has passed its check."))
-if identity.viewer().can_change(by_dir[run_dir]["owner"]):  # a run shared with the class stays its owner's to export
+if owns:
     with st.expander("Take this model away: ONNX, TorchScript, safetensors or a run bundle", icon=":material/output:"):
         export_view.section(run_dir, by_dir[run_dir]["name"], key="predict", heading=False)
 

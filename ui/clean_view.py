@@ -59,6 +59,10 @@ def target(viewer: Viewer) -> Target:
     """The source under review and its cleaning; says why and stops when there is none."""
     ss = st.session_state
     if ss[S.DATA_SOURCE] == "cleaned":
+        if ss[S.CLEANED] is None:
+            st.info("Choose one of your cleaned datasets on the Data page, or another dataset to audit.")
+            common.page_link("Data")
+            st.stop()
         try:
             c = cleaned.load(ss[S.CLEANED], viewer)
             root = cleaned.check_source(c.source, c.owner)

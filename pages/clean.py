@@ -43,7 +43,8 @@ st.caption(f"Audited with {report.arch} ({report.weights}) in {seconds:.1f} s"
            + (" from cached features." if report.cached else "."))
 
 tabs = st.tabs([f"Label issues ({len(report.label_issues)})", f"Leaks ({len(report.leaks)})",
-                f"Duplicates ({len(report.near_duplicates)})", f"Outliers ({len(report.outliers)})"])
+                f"Duplicates ({len(report.near_duplicates)})", f"Outliers ({len(report.outliers)})"],
+               key="clean_tab", on_change="rerun")  # a tracked tab: a decision's rerun stays on the tab it was made in
 with tabs[0]:
     clean_gallery.label_issues(t, report.label_issues, keeps)
 with tabs[1]:

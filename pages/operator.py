@@ -23,7 +23,7 @@ if not viewer.operator:
     st.error("This page is for the operator of this server: open the operator link printed where the server started.")
     st.stop()
 
-st.title("Class")
+st.title("Class (operator)")
 queue = training_queue()
 runs = list_runs(paths.DEFAULT_RUNS_DIR)
 usage = disk.usage_by_owner()
@@ -45,7 +45,7 @@ if not active:
 else:
     st.dataframe([{"who": names.get(j.owner, alias(j.owner)), "job": j.title, "status": j.status,
                    "place": queue.position(j) or "running", "note": j.note,
-                   "waiting since": time.strftime("%H:%M:%S", time.localtime(j.created))} for j in active],
+                   "submitted": time.strftime("%H:%M:%S", time.localtime(j.created))} for j in active],
                  hide_index=True, width="stretch")
     pick = st.selectbox("Stop a job", [j.id for j in active], index=None, placeholder="Choose a job to stop",
                         format_func=lambda i: f"{queue.jobs[i].title} — {names.get(queue.jobs[i].owner)}")
@@ -65,7 +65,9 @@ for o in owners:
                      1 for j in queue.jobs.values() if j.owner == o and j.active),
                  "quota used (MB)": round(disk.counted(u) / MB, 1), "runs on disk (MB)": round(u["runs"] / MB, 1)})
 st.dataframe(rows, hide_index=True, width="stretch",
-             column_config={"best val acc": st.column_config.NumberColumn(format="%.1f%%")})
+             column_config={"best val acc": st.column_config.NumberColumn(format="%.1f%%"),
+                            "who": st.column_config.TextColumn(width="small"),
+                            "best run": st.column_config.TextColumn(width="medium")})  # every column in view
 st.caption(f"Quota per visitor: {disk.QUOTA_BYTES / MB:.0f} MB of uploads, datasets made here and exports "
            "(TRANSFERLAB_QUOTA_MB); runs are not counted.")
 

@@ -197,13 +197,16 @@ def show_job(job) -> None:
     if latest is not None:
         last = latest.history[-1]
         m1, m2, m3, m4 = st.columns(4)
-        m1.metric("Val accuracy", f"{last['val_acc']:.1%}")
-        m2.metric("Val loss", f"{last['val_loss']:.3f}")
+        # The tiles are the last *finished* epoch's, and say which: the status line above names
+        # the best epoch, which may be another (a fine_tune run's head-only one).
+        ep = last["epoch"]
+        m1.metric(f"Val accuracy, epoch {ep}", f"{last['val_acc']:.1%}")
+        m2.metric(f"Val loss, epoch {ep}", f"{last['val_loss']:.3f}")
         m3.metric("Time", f"{latest.elapsed:.1f}s")
         if last.get("path", latest.path) == "frozen-features":
-            m4.metric("Training", "head only", help="The frozen body ran once; each epoch trains the head on its cached output.")
+            m4.metric(f"Epoch {ep} trained", "head only", help="The frozen body ran once; each epoch trains the head on its cached output.")
         else:
-            m4.metric("Images/s (train)", f"{last['images_per_s']:.0f}")
+            m4.metric(f"Images/s (train), epoch {ep}", f"{last['images_per_s']:.0f}")
         st.plotly_chart(curves(job), width="stretch", key=f"curves-{job.id}")
     if not job.active and any(run.run_dir for run in job.runs):
         common.page_link("Compare", "Compare the runs")

@@ -148,3 +148,7 @@ def wait_for_jobs(sid: str, timeout: float = 300) -> None:
 def pytest_configure(config):
     # Labels, not skips: CI runs everything; `-m "not slow"` gives a quick local loop.
     config.addinivalue_line("markers", "slow: a browser or multi-process test (runs in CI; deselect with -m 'not slow')")
+    # CI's log names the slowest tests, so the suite's time (kept under ~20 minutes on 2
+    # cores) can be watched from one run to the next without a second run.
+    if not config.option.durations:
+        config.option.durations = 25

@@ -75,3 +75,19 @@ def test_zip_upload_and_unsafe_zip(app):
     at.switch_page("pages/model.py").run()
     at.switch_page("pages/data.py").run()  # the uploader is empty again: the accepted zip is still in use
     assert "Using **set.zip**" in " ".join(c.value for c in at.caption) and "2 classes" in texts(at.success)
+
+
+def test_a_zip_that_is_no_dataset_is_refused_and_the_dataset_in_use_stays(app, isolated_dirs):
+    # An empty archive used to be accepted, became the dataset in use and broke every page
+    # with a message naming the server's internal folder id.
+    at = app()
+    at.radio(key="_w.data_source").set_value("zip").run()
+    good = _zip_bytes({f"set/{c}/{i}.jpg": _jpeg(col) for c, col in (("cat", (250, 0, 0)), ("dog", (0, 0, 250))) for i in range(5)})
+    at.file_uploader[0].set_value(("set.zip", good, "application/zip")).run()
+    for name, blob in (("empty.zip", _zip_bytes({})), ("notes.zip", _zip_bytes({"a/x.txt": b"x", "b/y.txt": b"y"}))):
+        at.file_uploader[0].set_value((name, blob, "application/zip")).run()
+        assert not at.exception
+        assert f"{name} is not a dataset" in texts(at.error) and "zip-" not in texts(at.error)
+        assert "still **set.zip**" in texts(at.info) and at.session_state[S.ZIP_NAME] == "set.zip"
+    uploads = [p.name for p in (isolated_dirs / "data").rglob("zip-*")]
+    assert len(uploads) == 1  # the refused archives left nothing on disk

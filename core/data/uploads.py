@@ -18,6 +18,8 @@ from pathlib import Path
 
 from core import paths
 from core.data import archive
+from core.data.datasets import scan_dataset
+from core.errors import DatasetError
 
 DONE = ".extracted"   # written last: a folder without it is an extraction cut short
 
@@ -36,6 +38,13 @@ def accept_zip(data: bytes, name: str, owner: str, max_bytes: int = archive.DEFA
         with os.fdopen(fd, "wb") as f:
             f.write(data)
         root = archive.extract_zip(tmp, target, max_bytes=max_bytes, progress=progress, display_name=shown)
+        try:  # an archive that is no dataset is refused here, not kept to break every page later
+            scan_dataset(root, confine=True)
+        except DatasetError as e:
+            shutil.rmtree(target, ignore_errors=True)
+            # The reason names the extraction's own folder (an internal id): the visitor's file instead.
+            reason = str(e).replace(f"{root.name}/", "").replace(root.name, "the archive")
+            raise DatasetError(f"{shown} is not a dataset: {reason}") from None
         (target / DONE).write_text(shown, encoding="utf-8")
         return root
     finally:

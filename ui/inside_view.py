@@ -69,7 +69,7 @@ def filters_section(arch: str, imagenet: Body | None, random: Body, run: dict | 
                     "(Model page: *Fine-tune everything*)."))
     columns.append(("scratch run", first_layer_weight(scratch, path) if scratch else None,
                     f"**{scratch['name']}**." if scratch else "None of your runs of this architecture trained from "
-                    "random init (Model page: weights *none*)."))
+                    "random init (Model page: *Random init (train from scratch)*)."))
     st.caption("Each tile is one kernel of the first convolution, its three colour channels as an RGB picture (grey is "
                "zero). **Look for** oriented edges, bars and colour-opponent blobs (red against green, blue against "
                "yellow) in the trained ones, noise at random init: the first layer finds the same edges in any photo, "
@@ -187,7 +187,10 @@ def change_section(ds, run: dict | None, device) -> None:
     rows = change.weight_change(after.model, start.model, after.arch)
     cache = default_cache()
     photos = ds.val
-    if change.stage_outputs_cached(after, photos, after.spec, device, cache) and \
+    frozen = all((r["rel_change"] or 0) == 0 for r in rows)  # nothing moved: no similarity to measure
+    if frozen:
+        pass
+    elif change.stage_outputs_cached(after, photos, after.spec, device, cache) and \
             change.stage_outputs_cached(start, photos, after.spec, device, cache):
         rows = change.change_table(after, start, photos, device, cache)
     else:
@@ -202,7 +205,6 @@ def change_section(ds, run: dict | None, device) -> None:
                     p["done"] / max(p["total"], 1), text=f"batch {p['done']}/{p['total']}"))
         if clicked:
             slot.empty()
-    frozen = all((r["rel_change"] or 0) == 0 for r in rows)
     st.plotly_chart(change_figure(rows, f"{run['name']} against {what}"), width="stretch")
     kept_head = schedule_view.head_only_best(run)
     if kept_head:  # the saved body is then its start, whatever the unfrozen epochs did
@@ -210,7 +212,8 @@ def change_section(ds, run: dict | None, device) -> None:
     st.caption("Red bars: how far training moved each stage's weights, as a share of where they started (the new head "
                "has no start and is left out). Blue line below, once measured: how alike each stage's outputs are before "
                "and after on this dataset's validation photos (linear CKA, 1 = the same up to rotation and scale). "
-               + ("**This run kept its body frozen**: every stage is exactly its start. Choose a fine-tuned run to see "
+               + ("**The saved body is exactly its start**" + (" (its best epoch trained the head alone)" if kept_head
+                  else ": this run kept its body frozen") + ". Choose a run whose best epoch fine-tuned the body to see "
                   "the pattern." if frozen else "**Notice** whether the stages near the input moved less than those "
                   "near the head: that is the picture behind freezing the low layers."))
     if run["config"].get("imported") or not (run.get("split") or {}).get("root"):
@@ -220,4 +223,5 @@ def change_section(ds, run: dict | None, device) -> None:
                    "relative change": None if r["rel_change"] is None else round(100 * r["rel_change"], 3),
                    "CKA before/after": None if r.get("cka") is None else round(r["cka"], 4)} for r in rows],
                  hide_index=True, width="stretch",
-                 column_config={"relative change": st.column_config.NumberColumn(format="%.3f%%")})
+                 column_config={"relative change": st.column_config.NumberColumn(format="%.3f%%"),
+                                "CKA before/after": st.column_config.NumberColumn(format="%.4f")})

@@ -120,22 +120,8 @@ def touch(path: Path) -> None:
 def trim_exports(max_bytes: int = EXPORTS_MAX_BYTES, runs_dir=None) -> int:
     """Remove the least recently offered exports until all runs' exports fit in ``max_bytes``."""
     base = Path(runs_dir or paths.DEFAULT_RUNS_DIR)
-    files = []
-    for exports in base.glob("*/exports"):
-        for f in exports.iterdir():
-            try:
-                st = f.stat()
-            except OSError:
-                continue
-            files.append((st.st_mtime, st.st_size, f))
-    total, freed = sum(s for _, s, _ in files), 0
-    for _, size, f in sorted(files, key=lambda x: x[0]):
-        if total - freed <= max_bytes:
-            break
-        f.unlink(missing_ok=True)
-        Path(f"{f}.parity.json").unlink(missing_ok=True)  # an export's check goes with it
-        freed += size
-    return freed
+    files = [f for exports in base.glob("*/exports") for f in exports.iterdir()]
+    return paths.trim_oldest(files, max_bytes, lambda f: [f"{f}.parity.json"])  # an export's check goes with it
 
 
 # ---- the operator's view and sweeps -------------------------------------------------

@@ -99,3 +99,25 @@ def save_upload(data: bytes, name: str, owner: str = "operator") -> Path:
         tmp.write_bytes(data)
         os.replace(tmp, target)
     return target
+
+
+def trim_oldest(files, max_bytes: int, companions=lambda f: ()) -> int:
+    """Remove the least recently modified of ``files`` until the rest hold at most
+    ``max_bytes``; each removed file's ``companions(f)`` go with it.  Returns the bytes
+    freed.  The one LRU rule of every bounded cache on disk (exports, frozen features)."""
+    found = []
+    for f in files:
+        try:
+            st = f.stat()
+        except OSError:  # removed meanwhile (another process trims too)
+            continue
+        found.append((st.st_mtime, st.st_size, f))
+    total, freed = sum(size for _, size, _ in found), 0
+    for _, size, f in sorted(found, key=lambda x: x[0]):
+        if total - freed <= max_bytes:
+            break
+        f.unlink(missing_ok=True)
+        for c in companions(f):
+            Path(c).unlink(missing_ok=True)
+        freed += size
+    return freed

@@ -28,6 +28,8 @@ from pathlib import Path
 
 import torch
 
+from core import paths
+
 DEFAULT_MAX_BYTES = 512 * 2**20
 DEFAULT_DISK_MAX_BYTES = int(float(os.environ.get("TRANSFERLAB_FEATURE_DISK_MB", 2048)) * 2**20)
 
@@ -161,20 +163,8 @@ class FeatureCache:
     def trim_disk(self, max_bytes: int) -> int:
         """Remove the least recently used files until the folder holds at most ``max_bytes``
         (0: all of them); returns the bytes freed."""
-        files = []
-        for f in self.disk_dir.glob("*.safetensors") if self.disk_dir and self.disk_dir.is_dir() else ():
-            try:
-                st = f.stat()
-            except OSError:
-                continue
-            files.append((st.st_mtime, st.st_size, f))
-        total, freed = sum(size for _, size, _ in files), 0
-        for _, size, f in sorted(files, key=lambda x: x[0]):
-            if total - freed <= max_bytes:
-                break
-            f.unlink(missing_ok=True)
-            freed += size
-        return freed
+        found = self.disk_dir.glob("*.safetensors") if self.disk_dir and self.disk_dir.is_dir() else ()
+        return paths.trim_oldest(found, max_bytes)
 
 
 _DEFAULT: FeatureCache | None = None
@@ -185,7 +175,6 @@ def default_cache() -> FeatureCache:
     """The process-wide cache: memory, plus ``<data dir>/features`` on disk unless
     ``TRANSFERLAB_FEATURE_DISK=0``.  A new one if the data folder moved (tests do that)."""
     global _DEFAULT
-    from core import paths
     disk = None if os.environ.get("TRANSFERLAB_FEATURE_DISK", "1") == "0" else paths.DEFAULT_DATA_DIR / "features"
     with _DEFAULT_LOCK:
         if _DEFAULT is None or _DEFAULT.disk_dir != disk:

@@ -61,6 +61,13 @@ def fashion_folder(tmp_path_factory) -> Path:
     return build_fashion_folder(tmp_path_factory.mktemp("fashion"))
 
 
+@pytest.fixture(scope="session")
+def audited(tmp_path_factory, fashion_folder):
+    """The noisy ants/bees audited once for the whole session (tests/test_audit.py)."""
+    from tests.test_audit import build_audited
+    return build_audited(tmp_path_factory, fashion_folder)
+
+
 @pytest.fixture
 def tiny_folders(tmp_path) -> Path:
     """Two visually distinct classes, 10 images each, in the one-folder layout."""

@@ -11,7 +11,6 @@ import pytest
 from core.access import Viewer
 from core.audit import cleaned
 from tests.conftest import OTHER_VISITOR, VISITOR, owner_of_key, wait_for_jobs
-from tests.test_audit import audited  # noqa: F401 - the session's audited noisy copy
 from ui import state as S
 from ui.clean_gallery import widget_key
 

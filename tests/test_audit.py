@@ -36,9 +36,10 @@ def cpu_line() -> str:
     return f"{model}, {torch.get_num_threads()} threads, flags: {', '.join(vec) or 'none of avx2/avx512/amx'}"
 
 
-@pytest.fixture(scope="session")
-def audited(tmp_path_factory, fashion_folder):
-    """(planted noise, noisy report, clean report, data dir with the cache, timings)."""
+def build_audited(tmp_path_factory, fashion_folder):
+    """(planted noise, noisy report, clean report, data dir with the cache, timings): the
+    session fixture ``audited`` of conftest.py, defined there once so that every module
+    shares one audit (imported into each module, it ran once per module: 23 s each)."""
     if ANTS_BEES is None or MOBILENET_FILE is None or not MOBILENET_FILE.is_file():
         pytest.skip("the ants/bees photos or the MobileNetV2 weights are absent from ../shared")
     from tests.noisy_data import build_noisy

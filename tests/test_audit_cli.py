@@ -9,7 +9,6 @@ import pytest
 
 from core.cli import main
 from tests.conftest import ROOT
-from tests.test_audit import audited  # noqa: F401 - the session's audited noisy copy
 
 
 def test_one_json_line_from_the_cached_features(audited):  # noqa: F811

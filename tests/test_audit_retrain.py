@@ -24,7 +24,7 @@ from core.serving.predict import Predictor
 from core.training.experiment import ExperimentConfig, run_experiment
 from core.training.trainer import TrainConfig
 from tests.conftest import ANTS_BEES, VISITOR, owner_of_key
-from tests.test_audit import audited, cpu_line  # noqa: F401 - the session's audited noisy copy
+from tests.test_audit import cpu_line
 from ui.clean_gallery import CONFIDENT
 
 A = Viewer(owner_of_key(VISITOR))

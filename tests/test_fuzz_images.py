@@ -90,7 +90,7 @@ def test_other_kinds_of_file_under_image_names(tmp_path, photos):
     for kind, blob in others.items():
         for suffix in (".jpg", ".png"):
             reason = attempt(put(tmp_path / f"{kind}{suffix}", blob), "another kind of file", expect_error=True)[1]
-            assert reason == "not a photo this app can read (JPEG, PNG, WebP, BMP, GIF or TIFF)"
+            assert reason == "not an image this app can read (JPEG, PNG, WebP, BMP, GIF or TIFF)"
 
 
 def test_cut_short_at_many_offsets(tmp_path, photos):

@@ -187,7 +187,7 @@ def test_cli_predict_exits_2_with_one_line(run, tmp_path, capsys):
     out, err = capsys.readouterr()
     rows = [json.loads(line) for line in out.splitlines()]
     assert rc == 1 and err == "" and "top" in rows[0] and [("error" in r) for r in rows[1:]] == [True] * 4
-    assert [r["error"] for r in rows[1:3]] == ["not a photo this app can read (JPEG, PNG, WebP, BMP, GIF or TIFF)", "empty file"]
+    assert [r["error"] for r in rows[1:3]] == ["not an image this app can read (JPEG, PNG, WebP, BMP, GIF or TIFF)", "empty file"]
     TALLY.add("CLI predict, hostile images (in-process)", "exit 1, a JSON error line per bad image")
     env = {**os.environ, "TRANSFERLAB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
     p = subprocess.run([sys.executable, "-m", "core", "predict", str(hostile[3]), str(img)], capture_output=True,

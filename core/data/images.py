@@ -79,7 +79,7 @@ def load_rgb(source, draft_size: int | None = None) -> Image.Image:
         raise ImageReadError(f"too many pixels (over Pillow's limit of {Image.MAX_IMAGE_PIXELS:,}): "
                              "refused as a decompression bomb", name) from None
     except UnidentifiedImageError:
-        raise ImageReadError("not a photo this app can read (JPEG, PNG, WebP, BMP, GIF or TIFF)", name) from None
+        raise ImageReadError("not an image this app can read (JPEG, PNG, WebP, BMP, GIF or TIFF)", name) from None
     except MemoryError:  # a header claiming absurd dimensions that slipped under the pixel cap
         raise ImageReadError("damaged image: its header asks for more memory than there is", name) from None
     except EOFError:  # some plugins (GIF, PSD) run out of data this way instead

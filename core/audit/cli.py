@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import sys
-import time
 
 
 def add_audit_command(sub) -> None:
@@ -28,21 +27,11 @@ def add_audit_command(sub) -> None:
     p.set_defaults(fn=cmd_audit)
 
 
-def _progress():
-    last = [0.0]
-
-    def show(p: dict) -> None:
-        now = time.monotonic()
-        if p.get("done") == p.get("total") or now - last[0] > 2:
-            last[0] = now
-            print(f"{p.get('phase')}: {p.get('done')}/{p.get('total')}", file=sys.stderr, flush=True)
-    return show
-
-
 def cmd_audit(a) -> int:
     from core.audit.run import audit
     from core.data.datasets import scan_dataset
     from core.device import configure_threads, pick_device
+    from core.inside.cli import progress_printer
     from core.inside.features import build_body
     from core.models.zoo import check_arch
     from core.training.feature_cache import default_cache
@@ -56,6 +45,6 @@ def cmd_audit(a) -> int:
     body = build_body(kind, arch, len(ds.classes), device, seed=a.seed, weights_file=a.weights if kind == "file" else None)
     print(f"auditing {len(ds.train)} training and {len(ds.val)} validation photos with {arch} ({body.label})",
           file=sys.stderr, flush=True)
-    report = audit(ds, body, device, default_cache(), a.seed, _progress())
+    report = audit(ds, body, device, default_cache(), a.seed, progress_printer())
     print(json.dumps({**report.to_json(), "device": str(device), "skipped": len(ds.skipped)}, ensure_ascii=False))
     return 0

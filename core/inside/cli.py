@@ -50,7 +50,9 @@ def _body(a, num_classes: int, device):
     return build_body(kind, arch, num_classes, device, seed=a.seed, weights_file=w if kind == "file" else None), None
 
 
-def _progress():
+def progress_printer():
+    """A progress callback printing a line on stderr at most every 2 s (and at each end):
+    the inside and audit commands' feedback while the body runs."""
     last = [0.0]
 
     def show(p: dict) -> None:
@@ -80,7 +82,7 @@ def cmd_inside(a) -> int:
     cached = is_cached(body, ds.train, ds.val, cfg, device, cache)
     print(f"{body.arch} ({body.label}): features of {len(ds.train)} training and {len(ds.val)} validation images"
           + (" from the feature cache" if cached else ", extracting"), file=sys.stderr, flush=True)
-    feats = extract(body, ds.train, ds.val, cfg, device, cache, _progress())
+    feats = extract(body, ds.train, ds.val, cfg, device, cache, progress_printer())
     m = separability.measure(feats, a.k)
     _, weight = filters.first_conv(body.model)
     out = {"arch": body.arch, "weights": body.weights, "knn_acc": m["knn_acc"], "linear_probe_acc": m["linear_probe_acc"],
@@ -96,7 +98,7 @@ def cmd_inside(a) -> int:
         out["best_epoch"] = run["summary"].get("best_epoch")
         out["best_epoch_before_unfreeze"] = change.saved_before_unfreeze(run) is not None
         if start is not None:
-            rows = change.change_table(body, start, ds.val, device, cache, _progress())
+            rows = change.change_table(body, start, ds.val, device, cache, progress_printer())
             out["stage_change"] = [{**r, "rel_change": _round(r["rel_change"]), "cka": _round(r.get("cka"))} for r in rows]
     print(json.dumps(out, ensure_ascii=False))
     return 0

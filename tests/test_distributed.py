@@ -21,7 +21,7 @@ from core.training import distributed
 
 ROOT = Path(__file__).resolve().parent.parent
 GLOBAL_BATCH = "32"
-FINE_TUNE = ["--freeze", "5", "--schedule", "fine_tune", "--epochs", "2", "--lr", "0.03", "--unfreeze-div", "5"]
+FINE_TUNE = ["--freeze", "5", "--schedule", "fine_tune", "--epochs", "2"]  # the recipe's rates (schedules.py)
 
 
 @pytest.fixture(scope="module")
@@ -276,12 +276,21 @@ def test_shards_cover_every_item_once_and_the_global_batch_is_split():
     shards = [r.shard(list(range(n))) for r in ranks]
     assert sorted(sum(shards, [])) == list(range(n))  # validation: no padding, nothing twice
     assert [r.local_batch(32) for r in ranks] == [16, 16] and ranks[0].local_batch(33) == 17
+    # Training: each rank decodes only its share, fixed for the run, and shuffles it per epoch.
+    shares = [r.train_share(245, seed=0) for r in ranks]
+    assert sorted(shares[0] + shares[1]) == list(range(245)) and len(shares[0]) == 123 and len(shares[1]) == 122
+    assert shares == [r.train_share(245, seed=0) for r in ranks] != [r.train_share(245, seed=1) for r in ranks]
+    assert shares[0] != list(range(0, 245, 2))  # a seeded mix: ImageFolder lists the classes in blocks
     samplers = [r.train_sampler(245, seed=0) for r in ranks]
-    for s in samplers:
-        s.set_epoch(3)
-    got = [list(s) for s in samplers]
-    assert len(got[0]) == len(got[1]) == ranks[0].shard_len(245) == 123  # equal steps on every rank
-    assert set(got[0]) | set(got[1]) == set(range(245))
+    orders = {}
+    for epoch in (3, 4):
+        for k, s in enumerate(samplers):
+            s.set_epoch(epoch)
+            orders[epoch, k] = list(s)
+            assert len(orders[epoch, k]) == ranks[0].shard_len(245) == 123  # equal steps on every rank
+            assert set(orders[epoch, k]) == set(range(len(shares[k])))  # positions in its own share, all of them
+    assert orders[3, 0] != orders[4, 0] and orders[3, 1] != orders[4, 1]  # a new shuffle each epoch
+    assert len(set(orders[3, 1])) == 122  # rank 1's 122 images, one of them twice (the padding)
 
 
 def test_torchrun_environment_is_read(monkeypatch):
@@ -360,3 +369,35 @@ def test_more_processes_than_gpus_is_one_line_before_anything_starts(monkeypatch
     assert capsys.readouterr().err.splitlines() == [
         "error: torchrun started 2 processes on this machine but it has 1 GPU(s): use --nproc_per_node=1 "
         "(one process per GPU), or --device cpu"]
+
+
+def test_a_rank_decodes_only_its_share_of_the_training_images(tiny_folders):
+    """Under torchrun each rank reads its own share of the training photos (and of the
+    validation ones), not the whole set: N processes, not N times the decoding."""
+    from core.data.datasets import scan_dataset
+    from core.data.transforms import TransformSpec
+    from core.models import surgery
+    from core.models.zoo import ModelSpec, instantiate
+    from core.training.trainer import TrainConfig, TrainResult, Trainer
+
+    class TwoRanksWithoutAGroup(distributed.Ranks):  # rank 1 of 2; the collectives answer locally
+        def from_main(self, compute):
+            return compute()
+
+        def wrap(self, model):
+            return model
+
+    ds = scan_dataset(tiny_folders)
+    model = instantiate(ModelSpec("mobilenet_v3_small", 2))
+    surgery.freeze(model, "mobilenet_v3_small", "none")
+    ranks = TwoRanksWithoutAGroup(rank=1, world=2)
+    trainer = Trainer(model, "mobilenet_v3_small", ds.train, ds.val, TransformSpec(crop_size=32, resize_size=36),
+                      TrainConfig(epochs=1, batch_size=8, micro_batch=4), torch.device("cpu"), ranks=ranks)
+    trainer.base_trainable = {n: True for n, _ in model.named_parameters()}
+    trainer._prepare(TrainResult())
+    share = ranks.train_share(len(ds.train), 0)
+    assert len(trainer.train_source.cache) == len(share) == len(ds.train) // 2
+    assert [int(y) for y in trainer.train_source.cache.labels] == [ds.train[i][1] for i in share]
+    assert len(trainer.val_source.cache) == len(ds.val[1::2])
+    seen = [i for _, y in trainer.train_source for i in y.tolist()]
+    assert len(seen) == ranks.shard_len(len(ds.train))

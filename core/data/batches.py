@@ -120,8 +120,8 @@ class BatchSource:
 
     ``train=True`` shuffles and augments; ``train=False`` gives the evaluation view in
     order.  Randomness comes from torch's global RNG, which the trainer seeds per epoch.
-    A ``sampler`` (torchrun: a ``DistributedSampler``, its epoch set by the trainer)
-    replaces the shuffle: this process's share of the epoch, in its order.
+    A ``sampler`` (torchrun: ``shard_sampler.ShareShuffle`` over this process's share,
+    which is then all ``samples`` holds; its epoch set by the trainer) replaces the shuffle.
     """
 
     def __init__(self, samples, spec: TransformSpec, train: bool, batch_size: int, cache_mb: int = DEFAULT_CACHE_MB,

@@ -10,9 +10,10 @@ The rules, so a run means the same thing on one process or many:
   per step and DDP averages the gradients, so the step and its learning rate are those of
   the global batch.  (Growing the global batch is a separate choice; scale the rate with
   it, the linear rule.)
-* Plain path: a ``DistributedSampler`` per epoch (``set_epoch``) shards the shuffled
-  training set; its padding repeats at most ``world - 1`` images so every rank takes the
-  same number of steps.  Validation is sharded without padding (the sampler's order,
+* Plain path: the training images are split among the ranks once (``train_share``, see
+  ``data/shard_sampler.py``), so each rank decodes only its share, and each epoch
+  (``set_epoch``) shuffles every share anew; padding repeats at most one image per rank
+  so every rank takes the same number of steps.  Validation is sharded without padding (the sampler's order,
   padding dropped), and sums of loss, correct and count are reduced: the accuracy is
   exact, not a mean of means.
 * Frozen fast path (``frozen_path.prepare_sharded``): each rank runs the body over its
@@ -49,6 +50,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
+from core.data.shard_sampler import ShareShuffle, share_of
 from core.device import gpus_short
 from core.errors import ImageReadError, TransferLabError
 from core.training.stop_signals import FORWARD_WINDOW_S, STOP_NOTICE, StopOnSignal, ignore_stops
@@ -92,11 +94,15 @@ class Ranks:
         (rank, rank + world, ...) without its padding, so nothing is counted twice."""
         return items[self.rank::self.world] if self.active else items
 
+    def train_share(self, n: int, seed: int) -> list[int] | None:
+        """The training images this rank decodes and trains on (shard_sampler.py), or None: all."""
+        return share_of(n, self.world, self.rank, seed) if self.active else None
+
     def train_sampler(self, n: int, seed: int):
+        """Its share in a new order each epoch, padded to ``shard_len(n)`` (None: one process)."""
         if not self.active:
             return None
-        from torch.utils.data import DistributedSampler
-        return DistributedSampler(range(n), self.world, self.rank, shuffle=True, seed=seed, drop_last=False)
+        return ShareShuffle(len(share_of(n, self.world, self.rank, seed)), self.shard_len(n), seed, self.rank)
 
     def seed_offset(self, path: str) -> int:
         # Plain path: ranks see different images, so they draw different crops and dropout.

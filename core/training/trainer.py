@@ -244,9 +244,11 @@ class Trainer(Passes):
         if self.val_source is None:  # under torchrun: this rank's shard
             self.val_source = BatchSource(self.ranks.shard(self.val_samples), self.spec, False, self.infer_bs, cache_mb,
                                           pin, progress=decoded("validation images"), stop=self._stop)
-        if self.train_source is None:
+        if self.train_source is None:  # under torchrun: this rank's share, decoded here alone
+            share = self.ranks.train_share(len(self.train_samples), cfg.seed)
+            mine = self.train_samples if share is None else [self.train_samples[i] for i in share]
             self.train_sampler = self.ranks.train_sampler(len(self.train_samples), cfg.seed)
-            self.train_source = BatchSource(self.train_samples, self.spec, True, self.ranks.local_batch(cfg.batch_size),
+            self.train_source = BatchSource(mine, self.spec, True, self.ranks.local_batch(cfg.batch_size),
                                             cache_mb, pin, progress=decoded("training images"), stop=self._stop,
                                             sampler=self.train_sampler)
         self.path = "plain"

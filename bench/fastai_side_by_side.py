@@ -2,9 +2,9 @@
 ``--schedule fine_tune --freeze-epochs 1 --epochs 3`` (a script, not a test).
 
 What it measures, for each implementation, on ants/bees with MobileNetV2 (ImageNet
-weights), batch size 32, seed 0, on this machine's CPU:
+weights), batch size 32, for each of ``--seeds`` (default 0), on this machine's CPU:
 
-  valid accuracy after each of the 3 epochs (1 head-only + 2 unfrozen), the best of them,
+  valid accuracy after each of the 3 epochs (1 head-only + 2 unfrozen), the last and the best,
   wall seconds from building the data loaders to the end of training (model build
   included), seconds per epoch, and the speed ratio fastai seconds / ours seconds.
 
@@ -44,7 +44,7 @@ distort wall seconds, so each run also reports its own CPU seconds and how much 
 *other* processes used meanwhile, and is flagged "contended" when that exceeds 10 % of a
 core.
 
-    python bench/fastai_side_by_side.py [--data DIR] [--skip-ours] [--skip-fastai]
+    python bench/fastai_side_by_side.py [--data DIR] [--seeds 0 1 2] [--skip-ours] [--skip-fastai]
                                         [--workers N] [--ours-plain] [--ours-extra ARGS]
 """
 # No `from __future__ import annotations`: fastai dispatches on the real PILImage

@@ -41,11 +41,11 @@ with st.expander("Hyperparameters", expanded=True):
                         **S.bind(S.TRAIN_CFG, "lr_spread"), disabled=not unfreezes,
                         help="Discriminative rates once unfrozen: the first stage learns this many times slower than "
                              "the head, stages between geometrically (fastai's slice(lr/spread, lr)). 1: one rate.")
-    used = schedule_view.single_phase(cfg, freeze)
+    used = schedule_view.scheduler_used(cfg)
     c4.selectbox("Scheduler", list(schedule_view.SCHEDULER_LABELS), format_func=schedule_view.SCHEDULER_LABELS.get,
                  disabled=not used, **S.bind(S.TRAIN_CFG, "scheduler"),
-                 help="Used by the standard schedule, and whenever there is nothing to unfreeze; step is the PyTorch "
-                      "tutorial's ×0.1 every 7 epochs. fine_tune and gradual run one-cycle in each of their phases."
+                 help="Used by the standard schedule; step is the PyTorch tutorial's ×0.1 every 7 epochs. fine_tune "
+                      "and gradual run one-cycle in each of their phases, also when there is nothing to unfreeze."
                       + ("" if used else " Not used by this setup."))
     c1, c2, c3, c4 = st.columns(4)
     c1.selectbox("Optimizer", ["sgd", "adam", "adamw"], **S.bind(S.TRAIN_CFG, "optimizer"))

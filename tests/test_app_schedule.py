@@ -202,3 +202,14 @@ def test_compare_says_when_the_best_epoch_is_a_head_only_one(app, tiny_split, is
     assert "the best epoch (1, 96.7%) was a head-only one: the unfrozen epochs did not improve on it" in captions(at).lower()
     at.selectbox(key="_w.compare_focus").set_value(str(runs / "improved")).run()
     assert not at.exception and "head-only one" not in captions(at)
+
+
+def test_the_default_head_only_setup_runs_one_cycle_and_says_so(app, tiny_folders, isolated_dirs):
+    # The dashboard's default: the body frozen, fine_tune with nothing to unfreeze.  The head
+    # trains under one-cycle (schedules.plan), so the Scheduler input is not the one used.
+    at = app("pages/train.py", tiny_state(tiny_folders))
+    assert at.session_state[S.FREEZE] == "backbone" and at.session_state[S.TRAIN_CFG]["schedule"] == "fine_tune"
+    assert at.selectbox(key="_w.train_cfg.scheduler").disabled
+    assert "the head trains alone for all 5 epochs, under one-cycle" in captions(at)
+    at.selectbox(key="_w.train_cfg.schedule").set_value("standard").run()
+    assert not at.selectbox(key="_w.train_cfg.scheduler").disabled

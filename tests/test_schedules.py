@@ -25,9 +25,13 @@ def test_plan_fine_tune_is_head_first_then_the_experiments_own_freeze():
     assert unfrozen.bn_frozen and not frozen.bn_frozen
     assert not schedules.plan(TrainConfig(epochs=3, schedule="fine_tune", bn_stats="train"), "none", 7)[1].bn_frozen
     assert schedules.plan(TrainConfig(epochs=3, schedule="fine_tune", unfreeze_div=10, lr=0.03), "none", 7)[1].lr == 0.003
-    # Nothing to unfreeze, or no room for two phases: one phase as configured.
-    assert [p.name for p in schedules.plan(cfg, "backbone", 7)] == ["train"]
-    assert [p.name for p in schedules.plan(TrainConfig(epochs=1, schedule="fine_tune"), "none", 7)] == ["train"]
+    # Nothing to unfreeze, or no room for two phases: one phase, under one-cycle whatever the
+    # standard schedule's scheduler says (StepLR kept the head at its peak rate from step 1).
+    assert [(p.name, p.scheduler) for p in schedules.plan(cfg, "backbone", 7)] == [("train", "onecycle")]
+    assert [(p.name, p.scheduler) for p in schedules.plan(TrainConfig(epochs=1, schedule="fine_tune"), "none", 7)] \
+        == [("train", "onecycle")]
+    assert schedules.describe(cfg, "backbone") == "fine_tune: nothing to unfreeze, one-cycle"
+    assert [p.scheduler for p in schedules.plan(TrainConfig(epochs=3), "backbone", 7)] == ["step"]  # standard: as set
     # freeze_epochs never swallows the whole run.
     assert [p.epochs for p in schedules.plan(TrainConfig(epochs=3, schedule="fine_tune", freeze_epochs=5), "none", 7)] == [2, 1]
 

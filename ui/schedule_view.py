@@ -18,9 +18,10 @@ SCHEDULER_LABELS = {"step": "step (tutorial)", "cosine": "cosine", "none": "none
 OPTIMIZERS = {"sgd": "SGD", "adam": "Adam", "adamw": "AdamW"}
 
 
-def single_phase(cfg, freeze) -> bool:
-    """The schedule runs one phase, with the chosen scheduler (``schedules.plan``'s rule)."""
-    return cfg.schedule == "standard" or freeze == "backbone" or cfg.epochs < 2
+def scheduler_used(cfg) -> bool:
+    """The Scheduler input matters: only the standard schedule reads it (``schedules.plan``);
+    fine_tune and gradual run one-cycle in every phase, their single one included."""
+    return cfg.schedule == "standard"
 
 
 def caption(cfg, freeze, freeze_words: str) -> str:
@@ -30,11 +31,11 @@ def caption(cfg, freeze, freeze_words: str) -> str:
         return f"One phase with the Model page's freeze ({freeze_words}), {text}."
     if freeze == "backbone":
         return (f"**{cfg.schedule}** has nothing to unfreeze while the Model page freezes the whole body (feature "
-                f"extractor): the head trains alone for all {cfg.epochs} epochs, {text}. Choose *Fine-tune everything* "
+                f"extractor): the head trains alone for all {cfg.epochs} epochs, under one-cycle. Choose *Fine-tune everything* "
                 "(or fewer frozen stages) on the Model page to see it unfreeze.")
     if cfg.epochs < 2:
         return (f"**{cfg.schedule}** needs 2 or more epochs (head-only first, then unfrozen): with 1 epoch it trains "
-                f"in one phase, {text}.")
+                f"in one phase, under one-cycle.")
     return f"{text}; the body then trains as the Model page allows ({freeze_words})."
 
 

@@ -58,7 +58,8 @@ SESSION = identity.SESSION         # the workspace key, kept in the URL across r
 NAME = "display_name"              # how the visitor wants to appear in the operator's class table
 
 # The dashboard's schedule is fastai's fine_tune: with the default feature-extractor freeze
-# it changes nothing (no body to unfreeze); with "Fine-tune everything" the new head is
+# there is no body to unfreeze and the head trains under one-cycle (fastai's fit_one_cycle,
+# schedules.plan); with "Fine-tune everything" the new head is
 # trained before the body is touched, so random head gradients never reach pretrained
 # weights (schedules.py).  Its rates are the measured recipe's (schedules.FINE_TUNE_RECIPE),
 # as the CLI's: the tutorial's 0.001 left the head near chance after its head-only epoch.

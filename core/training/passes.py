@@ -9,12 +9,14 @@
 Host and device meet as little as possible, for GPUs: batches go over from pinned
 memory (``device.to_device``), cached features go over once per epoch when they fit,
 and loss and accuracy are summed on the device and read once per pass (``tally.py``).
+On CUDA (``self.prefetch``) image batches are made ahead on a thread (``data/prefetch.py``).
 On a CPU none of this changes a number.
 """
 from __future__ import annotations
 
 import torch
 
+from core.data.prefetch import prefetched
 from core.device import to_device
 from core.models.inference import fused_for_inference
 from core.training.tally import Tally
@@ -80,7 +82,8 @@ class Passes:
 
         def forward(x):
             return net(to_device(x, self.device).contiguous(memory_format=torch.channels_last))
-        return self._run_batches(epoch, self.train_source, forward, opt, criterion, per_step, self.micro)
+        source = prefetched(self.train_source) if self.prefetch else self.train_source
+        return self._run_batches(epoch, source, forward, opt, criterion, per_step, self.micro)
 
     @torch.inference_mode()
     def _validate(self, criterion, epoch: int = 0) -> tuple[float, float] | None:
@@ -92,8 +95,8 @@ class Passes:
             batches = ((feats[i:i + 256], labels[i:i + 256]) for i in range(0, len(labels), 256))
             net, total = self.tail, -(-len(labels) // 256)
         else:
-            batches = ((to_device(x, self.device).contiguous(memory_format=torch.channels_last), y)
-                       for x, y in self.val_source)
+            source = prefetched(self.val_source) if self.prefetch else self.val_source
+            batches = ((to_device(x, self.device).contiguous(memory_format=torch.channels_last), y) for x, y in source)
             net, total = fused_for_inference(self.model), len(self.val_source)  # this epoch's weights, BatchNorm folded in
         if self.ranks.active and self._stop_agreed():  # ranks' shards differ by a batch: vote once, before
             return None

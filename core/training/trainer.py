@@ -60,6 +60,7 @@ class Trainer(Passes):
         self.train_source = self.val_source = None
         self.path, self.micro, self.bn_frozen = "plain", 0, False
         self.infer_bs = inference_batch_size(device, arch)  # eval-mode batches (validation, features)
+        self.prefetch = device.type == "cuda"  # batches made ahead on a thread (data/prefetch.py says why not on CPU)
         self.activity = "preparing"  # what runs now, for an out-of-memory message
         self._stop = stop or threading.Event()  # a job's one stop signal, shared by its runs
         self.autocast = amp_context(device, cfg.amp)

@@ -138,22 +138,35 @@ def _wait(jobs, timeout=240):
 
 
 def queue_jobs(ctx: Context):
-    """Two jobs at once through the queue: one at a time, each identical to the same run alone."""
+    """Two jobs through the queue at its default (two at once on CUDA, each on its own
+    stream, each run with its own generators): both overlap, and each equals its run alone."""
+    other = dict(freeze="none", epochs=1)
+    _, other_alone, _ = ctx.train("queue-other-alone", **other)
     q = TrainingQueue(device=ctx.device.type)
     first = q.submit("tab-a", "frozen again", [("run", ctx.config("queue-frozen", freeze="backbone"))])
-    second = q.submit("tab-b", "another", [("run", ctx.config("queue-other", freeze="none", epochs=1))])
+    second = q.submit("tab-b", "another", [("run", ctx.config("queue-other", **other))])
     _wait([first, second])
-    solo = _history(ctx.runs["frozen"][1].history)
-    queued = _history(first.runs[0].history)
     figures = {"concurrency": q.concurrency, "default_concurrency": default_concurrency(ctx.device.type),
-               "statuses": [first.status, second.status]}
-    if q.concurrency != 1 or figures["default_concurrency"] != 1:
-        return "FAIL", f"{q.concurrency} workers: jobs would share torch's global RNG", figures
+               "statuses": [first.status, second.status],
+               "overlapped": bool(first.started and second.started and second.started < first.finished
+                                  and first.started < second.finished)}
     if [first.status, second.status] != ["done", "done"]:
         return "FAIL", f"jobs ended {first.status}/{second.status}: {first.runs[0].error or second.runs[0].error}", figures
-    if queued != solo:
-        return "FAIL", f"queued frozen run differs from the same run alone: {queued} vs {solo}", figures
-    return "PASS", "concurrency 1; the queued frozen run equals the same run alone, epoch for epoch", figures
+    pairs = {"frozen": (_history(first.runs[0].history), _history(ctx.runs["frozen"][1].history)),
+             "fine-tune": (_history(second.runs[0].history), _history(other_alone.history))}
+    for name, (queued, solo) in pairs.items():
+        # The head on cached features is bitwise reproducible; cuDNN's backward through the
+        # body need not be (atomics), so there a run alone and queued agree to 1 % of the loss.
+        # Crops or dropout drawn from another job's generator would move the loss far more.
+        same = queued == solo if name == "frozen" else len(queued) == len(solo) and all(
+            abs(a - b) <= 0.01 * max(abs(b), 1e-6) for q_row, s_row in zip(queued, solo) for a, b in zip(q_row[1:3], s_row[1:3]))
+        figures[f"{name}_equal"] = queued == solo
+        if not same:
+            return "FAIL", f"the queued {name} run differs from the same run alone: {queued} vs {solo}", figures
+    if q.concurrency > 1 and not figures["overlapped"]:
+        return "FAIL", f"{q.concurrency} workers but the two jobs ran one after the other", figures
+    return "PASS", (f"{q.concurrency} worker(s){', the jobs overlapped' if figures['overlapped'] else ''}; "
+                    "each queued run equals the same run alone, epoch for epoch"), figures
 
 
 def oom_recovery(ctx: Context):

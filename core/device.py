@@ -87,6 +87,15 @@ def configure_threads() -> None:
     torch.set_num_threads(max(1, workers() // processes))
 
 
+def worker_stream(device: str):
+    """A context in which this thread queues its GPU work on a CUDA stream of its own (the
+    queue's workers: two jobs overlap on the GPU instead of taking turns on the default
+    stream).  Elsewhere it does nothing."""
+    if device == "cuda" and torch.cuda.is_available():
+        return torch.cuda.stream(torch.cuda.Stream())
+    return contextlib.nullcontext()
+
+
 def amp_context(device: torch.device, amp: str = "auto"):
     """A factory of autocast contexts.  auto: bf16 (fp16 if unsupported) on CUDA, off on
     CPU, where fp32 stays the reference; "on" uses bf16 on CPU too."""

@@ -16,7 +16,6 @@ from concurrent.futures import ThreadPoolExecutor
 import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset as TorchDataset
-from torchvision.transforms import v2 as T
 from torchvision.transforms.v2 import functional as F
 
 from core.data.images import load_rgb
@@ -96,11 +95,40 @@ def eval_batch(images: list[torch.Tensor], spec: TransformSpec) -> torch.Tensor:
     return _normalize(torch.stack([F.center_crop(t, [spec.crop_size]) for t in images]), spec)
 
 
-def train_batch(images: list[torch.Tensor], spec: TransformSpec) -> torch.Tensor:
-    """RandomResizedCrop + flip per image, on uint8 tensors, using torch's global RNG."""
-    crop = T.RandomResizedCrop(spec.crop_size, interpolation=spec.mode, antialias=True)
-    flip = T.RandomHorizontalFlip()
-    return _normalize(torch.stack([flip(crop(t)) for t in images]), spec)
+_SCALE, _LOG_RATIO = (0.08, 1.0), torch.log(torch.tensor((3 / 4, 4 / 3)))
+
+
+def _crop_and_flip(t: torch.Tensor, spec: TransformSpec, g: torch.Generator) -> torch.Tensor:
+    """torchvision v2's ``RandomResizedCrop`` then ``RandomHorizontalFlip``, drawing the same
+    numbers in the same order, from ``g`` (tests/test_run_random.py holds it to v2's output)."""
+    height, width = t.shape[-2:]
+    area = height * width
+    for _ in range(10):
+        target_area = area * torch.empty(1).uniform_(*_SCALE, generator=g).item()
+        aspect_ratio = torch.exp(torch.empty(1).uniform_(_LOG_RATIO[0], _LOG_RATIO[1], generator=g)).item()
+        w, h = int(round(math.sqrt(target_area * aspect_ratio))), int(round(math.sqrt(target_area / aspect_ratio)))
+        if 0 < w <= width and 0 < h <= height:
+            i = torch.randint(0, height - h + 1, size=(1,), generator=g).item()
+            j = torch.randint(0, width - w + 1, size=(1,), generator=g).item()
+            break
+    else:  # central crop, as torchvision falls back
+        in_ratio = width / height
+        if in_ratio < 3 / 4:
+            w, h = width, int(round(width / (3 / 4)))
+        elif in_ratio > 4 / 3:
+            w, h = int(round(height * (4 / 3))), height
+        else:
+            w, h = width, height
+        i, j = (height - h) // 2, (width - w) // 2
+    out = F.resized_crop(t, i, j, h, w, [spec.crop_size, spec.crop_size], interpolation=spec.mode, antialias=True)
+    return F.horizontal_flip(out) if torch.rand(1, generator=g) < 0.5 else out
+
+
+def train_batch(images: list[torch.Tensor], spec: TransformSpec, generator: torch.Generator | None = None) -> torch.Tensor:
+    """RandomResizedCrop + flip per image, on uint8 tensors, drawing from ``generator`` (a
+    run's own, ``training/run_random.py``; None: torch's global one)."""
+    g = generator if generator is not None else torch.default_generator
+    return _normalize(torch.stack([_crop_and_flip(t, spec, g) for t in images]), spec)
 
 
 class _PILSamples(TorchDataset):
@@ -125,9 +153,10 @@ class BatchSource:
     """
 
     def __init__(self, samples, spec: TransformSpec, train: bool, batch_size: int, cache_mb: int = DEFAULT_CACHE_MB,
-                 pin_memory: bool = False, progress=None, stop=None, sampler=None):
+                 pin_memory: bool = False, progress=None, stop=None, sampler=None, generator=None):
         self.samples, self.spec, self.train, self.batch_size = samples, spec, train, batch_size
         self.sampler = sampler
+        self.generator = generator  # shuffles and crops (a run's own; None: torch's global one)
         # For a GPU: batches in page-locked memory, so the trainer's non_blocking copy is one
         # (from ordinary memory it is synchronous); the DataLoader below pins its own.
         self.pin_memory = pin_memory
@@ -142,8 +171,10 @@ class BatchSource:
             self.cache_reason = f"over the decoded-cache cap of {cache_mb} MB" if cache_mb > 0 else "cache disabled"
             tf = train_transform(spec) if train else eval_transform(spec)
             n = min(4, workers())
+            # The generator draws the shuffle and each epoch's worker seeds (the crops in the workers).
             self.loader = DataLoader(_PILSamples(samples, tf), batch_size=batch_size, shuffle=train and sampler is None,
-                                     sampler=sampler, num_workers=n, persistent_workers=n > 0, pin_memory=pin_memory)
+                                     sampler=sampler, num_workers=n, persistent_workers=n > 0, pin_memory=pin_memory,
+                                     generator=generator)
 
     def __len__(self) -> int:
         return math.ceil(len(self.sampler if self.sampler is not None else self.samples) / self.batch_size)
@@ -156,9 +187,10 @@ class BatchSource:
         if self.sampler is not None:
             order = torch.tensor(list(self.sampler))
         else:
-            order = torch.randperm(n) if self.train else torch.arange(n)
-        make = train_batch if self.train else eval_batch
+            order = torch.randperm(n, generator=self.generator) if self.train else torch.arange(n)
         for start in range(0, len(order), self.batch_size):
             idx = order[start:start + self.batch_size].tolist()  # a host tensor: no device sync
-            x, y = make([self.cache.images[i] for i in idx], self.spec), self.cache.labels[idx]
+            images = [self.cache.images[i] for i in idx]
+            x = train_batch(images, self.spec, self.generator) if self.train else eval_batch(images, self.spec)
+            y = self.cache.labels[idx]
             yield (x.pin_memory(), y.pin_memory()) if self.pin_memory else (x, y)

@@ -1,8 +1,8 @@
 """One server-wide training queue: any number of tabs press Start, jobs run in order.
 
 A job is one or more runs (transfer vs scratch is three) started by one owner (a
-browser tab).  Jobs wait in a FIFO queue and run on ``concurrency`` worker threads: one,
-on every device (``default_concurrency``).
+browser tab).  Jobs wait in a FIFO queue and run on ``concurrency`` worker threads: two on
+a GPU, one elsewhere (``default_concurrency``).
 
 What jobs never share: models (each run builds its own), traced or folded copies
 (``models/inference.py`` works on private copies), stop signals.  What they do share, read-only
@@ -36,6 +36,7 @@ import uuid
 from dataclasses import dataclass, field
 
 from core.access import Viewer
+from core.device import worker_stream
 from core.errors import TransferLabError
 from core.jobs.db import JobStore
 from core.jobs.estimates import SpeedBook, feature_signature, sweep_iters, sweeps_frozen, uses_frozen_path
@@ -82,13 +83,11 @@ class Job:
 
 
 def default_concurrency(device: str) -> int:
-    """One job at a time, on a GPU too.  Two jobs at once share torch's global RNG: the
-    crops, shuffles and dropout masks of one run depend on when the other draws, so a
-    frozen run next to another job differs from the same run alone, and a feature-cache
-    entry computed meanwhile can hold views no run alone would draw.  (On a CPU they would
-    also just share the cores.)  More workers wait for per-job ``torch.Generator``s
-    threaded through augmentation, shuffling and dropout."""
-    return 1
+    """Two jobs at once on a GPU, each on a CUDA stream of its own: a frozen run or a small
+    batch leaves most of a GPU idle.  Each run draws its crops, shuffles and dropout masks
+    from its own generators (``training/run_random.py``), so a run next to another job is
+    the same run as alone.  One on a CPU or MPS, where two jobs would only share the cores."""
+    return 2 if device == "cuda" else 1
 
 
 class TrainingQueue:
@@ -255,6 +254,10 @@ class TrainingQueue:
                 os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), self.nice)
             except (AttributeError, OSError):  # not Linux, or not allowed: the same, just less polite
                 pass
+        with worker_stream(self.device):
+            self._serve()
+
+    def _serve(self) -> None:
         while True:
             job = self._next()
             job.started = time.time()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import os
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,6 +24,10 @@ from core.errors import UnknownArchitectureError, WeightsError
 from core.models.families import family_of
 from core.models.surgery import head_paths, reset_classifier
 from core.data.transforms import TransformSpec
+
+# Training draws from each run's own generators (training/run_random.py); building a model
+# still seeds torch's global one, so two queue workers building at once take turns.
+_INIT_LOCK = threading.Lock()
 
 
 @functools.lru_cache(maxsize=1)
@@ -157,9 +162,10 @@ def build_model(arch: str, num_classes: int, weights: str = "imagenet", hidden: 
     elif weights not in ("none", "", None):
         state, source = read_state_dict(weights), f"file:{Path(weights).name}"
     spec = ModelSpec(arch, num_classes, hidden, dropout, dict(fam.pretrained_kwargs) if weights == "imagenet" else {})
-    if seed is not None:
-        torch.manual_seed(seed)
-    model = instantiate(spec)
+    with _INIT_LOCK:  # a new head's weights come from the global generator: one build seeds and draws at a time
+        if seed is not None:
+            torch.manual_seed(seed)
+        model = instantiate(spec)
     report = None
     if state is not None:
         report = load_matching(model, state, head_paths(model, arch), source=source, arch=arch)

@@ -156,8 +156,8 @@ def prepare(model, arch, train_samples, val_samples, spec, cfg, device, autocast
                                                 progress=decode_progress("training images"), stop=stop))
                 out.decode_seconds += time.perf_counter() - t
             t = time.perf_counter()
-            torch.manual_seed(view_seed * 7919 + v)
-            x = features.tail_inputs(model, entry, _in_order(train_source[0]), device, autocast, on_batch)
+            views = torch.Generator().manual_seed(view_seed * 7919 + v)  # the view's own: the cache's entry
+            x = features.tail_inputs(model, entry, _in_order(train_source[0], views), device, autocast, on_batch)
             out.feature_seconds += time.perf_counter() - t
             return x
         return compute
@@ -199,13 +199,14 @@ def _first_val_batch(out: FrozenFeatures, val_samples, spec, infer_bs: int) -> t
     return torch.stack([tf(load_rgb(p)) for p, _ in val_samples[:infer_bs]])
 
 
-def _in_order(source: BatchSource):
-    """Augmented training batches without shuffling, so view k of image i lines up with its label."""
+def _in_order(source: BatchSource, generator: torch.Generator):
+    """Augmented training batches without shuffling, so view k of image i lines up with its
+    label; the crops drawn from ``generator``, never from a generator another job draws from."""
     if source.cache is None:
         loader = source.loader
         yield from torch.utils.data.DataLoader(loader.dataset, batch_size=source.batch_size, shuffle=False,
-                                               num_workers=loader.num_workers)
+                                               num_workers=loader.num_workers, generator=generator)
         return
     images, labels = source.cache.images, source.cache.labels
     for s in range(0, len(images), source.batch_size):
-        yield train_batch(images[s:s + source.batch_size], source.spec), labels[s:s + source.batch_size]
+        yield train_batch(images[s:s + source.batch_size], source.spec, generator), labels[s:s + source.batch_size]

@@ -28,6 +28,7 @@ from torch import nn
 
 from core.models.surgery import stages_of
 from core.training import schedules
+from core.training.run_random import drawing_from
 
 BETA = 0.9        # loss smoothing.  fastai's 0.98 lags about 50 steps, half of a 100-step
                   # sweep: the curve fell a decade after the per-step losses did, and the
@@ -150,8 +151,9 @@ def find_lr(trainer, start: float = 1e-7, end: float = 10.0, iters: int = 100, s
         epoch = 0
         while not trainer._stop.is_set():
             epoch += 1
-            torch.manual_seed(trainer.cfg.seed * 100_003 + epoch)
-            _, _, seen = step(epoch, opt, criterion, sweep)
+            trainer.rng.seed(trainer.cfg.seed * 100_003 + epoch)
+            with drawing_from(model, trainer.rng):
+                _, _, seen = step(epoch, opt, criterion, sweep)
             if seen == 0:
                 break
     except Stopped:

@@ -124,7 +124,7 @@ class Passes:
         views = self.frozen.train_views
         feats = self._resident(views[(epoch - 1) % len(views)])
         labels = self.frozen.train_labels.to(feats.device)
-        order = torch.randperm(len(labels)).to(feats.device)  # drawn on the host: the same order on any device
+        order = torch.randperm(len(labels), generator=self.rng.cpu).to(feats.device)  # on the host: the same order on any device
         bs = self.cfg.batch_size
         batches = ((feats[order[i:i + bs]], labels[order[i:i + bs]]) for i in range(0, len(order), bs))
         return self._run_batches(epoch, batches, lambda f: self.tail(to_device(f, self.device)), opt, criterion,

@@ -23,6 +23,9 @@ reports decoding, feature extraction and validation.  ``on_batch_end``'s ``loss`
 0-dim tensor on the training device: ``float()`` it if you need the number (the LR
 finder does); reading it waits for the GPU, so the loop itself never does (``tally.py``).
 
+Random numbers (crops, shuffles, dropout) come from the run's own generators
+(``run_random.py``), seeded per epoch: a run next to another job is the same run as alone.
+
 Validation runs in fp32 whatever ``amp`` says: the best epoch is chosen, and its
 accuracy recorded, on the numbers Predict, Compare's evaluation and the exports compute
 (all fp32); under bf16 autocast they differed.  Training keeps autocast, where the speed is.
@@ -38,6 +41,7 @@ import torch
 from torch import nn
 
 from core.training import distributed, features, frozen_path, micro_batch, oom, schedules
+from core.training.run_random import RunRandom, drawing_from
 from core.device import amp_context, inference_batch_size, needs_grad_scaler
 from core.training.passes import Passes, compute_loss  # noqa: F401 - compute_loss is also imported from here
 from core.data.batches import BatchSource, Stopped
@@ -61,6 +65,7 @@ class Trainer(Passes):
         self.path, self.micro, self.bn_frozen = "plain", 0, False
         self.infer_bs = inference_batch_size(device, arch)  # eval-mode batches (validation, features)
         self.prefetch = device.type == "cuda"  # batches made ahead on a thread (data/prefetch.py says why not on CPU)
+        self.rng = RunRandom(device)  # this run's crops, shuffles and dropout: no other job draws from it
         self.activity = "preparing"  # what runs now, for an out-of-memory message
         self._stop = stop or threading.Event()  # a job's one stop signal, shared by its runs
         self.autocast = amp_context(device, cfg.amp)
@@ -107,8 +112,12 @@ class Trainer(Passes):
         raise oom.OutOfMemory(oom.message(self.arch, self.activity, self.cfg.batch_size, self.micro, self.infer_bs))
 
     def _fit(self) -> TrainResult:
+        with drawing_from(self.model, self.rng):  # dropout masks from this run's generator
+            return self._fit_phases()
+
+    def _fit_phases(self) -> TrainResult:
         cfg, t0 = self.cfg, time.perf_counter()
-        torch.manual_seed(cfg.seed)
+        self.rng.seed(cfg.seed)
         self.model.to(self.device, memory_format=torch.channels_last)
         # What the experiment left trainable: phases freeze more, never less.
         self.base_trainable = {n: p.requires_grad for n, p in self.model.named_parameters()}
@@ -160,7 +169,7 @@ class Trainer(Passes):
         """One epoch: train, validate, record.  False when a stop request ended it."""
         te = time.perf_counter()
         # Augmentations, shuffles, dropout (under torchrun: per rank on the plain path, see distributed.py).
-        torch.manual_seed(self.cfg.seed * 100_003 + epoch + self.ranks.seed_offset(self.path))
+        self.rng.seed(self.cfg.seed * 100_003 + epoch + self.ranks.seed_offset(self.path))
         if self.train_sampler is not None:
             self.train_sampler.set_epoch(epoch)  # a new shuffle, the same on every rank
         lr = opt.param_groups[-1]["lr"]  # the head's rate as the epoch starts
@@ -251,7 +260,7 @@ class Trainer(Passes):
             self.train_sampler = self.ranks.train_sampler(len(self.train_samples), cfg.seed)
             self.train_source = BatchSource(mine, self.spec, True, self.ranks.local_batch(cfg.batch_size),
                                             cache_mb, pin, progress=decoded("training images"), stop=self._stop,
-                                            sampler=self.train_sampler)
+                                            sampler=self.train_sampler, generator=self.rng.cpu)
         self.path = "plain"
         self.micro = self.ranks.from_main(self._micro_batch)  # measured once, the same slices on every rank
         self.ddp = self.ranks.wrap(self.model)  # what this phase trains

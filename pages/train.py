@@ -41,12 +41,14 @@ with st.expander("Hyperparameters", expanded=True):
                         **S.bind(S.TRAIN_CFG, "lr_spread"), disabled=not unfreezes,
                         help="Discriminative rates once unfrozen: the first stage learns this many times slower than "
                              "the head, stages between geometrically (fastai's slice(lr/spread, lr)). 1: one rate.")
-    used = schedule_view.scheduler_used(cfg)
-    c4.selectbox("Scheduler", list(schedule_view.SCHEDULER_LABELS), format_func=schedule_view.SCHEDULER_LABELS.get,
-                 disabled=not used, **S.bind(S.TRAIN_CFG, "scheduler"),
-                 help="Used by the standard schedule; step is the PyTorch tutorial's ×0.1 every 7 epochs. fine_tune "
-                      "and gradual run one-cycle in each of their phases, also when there is nothing to unfreeze."
-                      + ("" if used else " Not used by this setup."))
+    scheduler_help = ("Used by the standard schedule; step is the PyTorch tutorial's ×0.1 every 7 epochs. fine_tune "
+                      "and gradual run one-cycle in each of their phases, also when there is nothing to unfreeze.")
+    if schedule_view.scheduler_used(cfg):
+        c4.selectbox("Scheduler", list(schedule_view.SCHEDULER_LABELS), format_func=schedule_view.SCHEDULER_LABELS.get,
+                     **S.bind(S.TRAIN_CFG, "scheduler"), help=scheduler_help)
+    else:  # what this schedule runs, not the standard schedule's stored choice (which stays for when it returns)
+        c4.selectbox("Scheduler", ["onecycle"], format_func=schedule_view.SCHEDULER_LABELS.get, disabled=True,
+                     key="_scheduler_of_schedule", help=scheduler_help)
     c1, c2, c3, c4 = st.columns(4)
     c1.selectbox("Optimizer", ["sgd", "adam", "adamw"], **S.bind(S.TRAIN_CFG, "optimizer"))
     c2.number_input("Learning rate", *L["lr"], format="%.5f", **S.bind(S.TRAIN_CFG, "lr"),

@@ -30,7 +30,8 @@ def test_fine_tune_chosen_on_the_pages_is_what_the_run_did(app, tiny_folders, is
     assert "Head-only epochs first" not in [n.label for n in at.number_input]
     assert not at.selectbox(key="_w.train_cfg.scheduler").disabled  # the standard schedule uses it
     at.selectbox(key="_w.train_cfg.schedule").set_value("fine_tune").run()
-    assert at.selectbox(key="_w.train_cfg.scheduler").disabled  # one-cycle per phase: the scheduler is not used
+    shown = at.selectbox(key="_scheduler_of_schedule")  # one-cycle per phase: the stored scheduler is not used
+    assert shown.disabled and shown.value == "onecycle"
     number(at, "Head-only epochs first").set_value(1)
     number(at, "Epochs").set_value(2)
     number(at, "Batch size").set_value(8).run()
@@ -209,7 +210,9 @@ def test_the_default_head_only_setup_runs_one_cycle_and_says_so(app, tiny_folder
     # trains under one-cycle (schedules.plan), so the Scheduler input is not the one used.
     at = app("pages/train.py", tiny_state(tiny_folders))
     assert at.session_state[S.FREEZE] == "backbone" and at.session_state[S.TRAIN_CFG]["schedule"] == "fine_tune"
-    assert at.selectbox(key="_w.train_cfg.scheduler").disabled
+    shown = at.selectbox(key="_scheduler_of_schedule")
+    assert shown.disabled and shown.value == "onecycle"  # what runs, not the standard schedule's "step"
     assert "the head trains alone for all 5 epochs, under one-cycle" in captions(at)
     at.selectbox(key="_w.train_cfg.schedule").set_value("standard").run()
     assert not at.selectbox(key="_w.train_cfg.scheduler").disabled
+    assert at.selectbox(key="_w.train_cfg.scheduler").value == "step"  # the stored choice, back in view

@@ -166,6 +166,7 @@ def test_eta_stays_honest_when_feature_extraction_resumes(monkeypatch):
 def test_the_progress_line_counts_training_batches_after_validation_and_the_unfreeze():
     """The walk saw "epoch 3/6 · unfrozen · batch 0/39" on an 8-batch epoch: after an
     epoch (or the unfreeze) the line took the total of validation's progress events."""
+    from core.jobs.estimates import SpeedBook
     from core.jobs.progress import RunProgress
     r = RunProgress("r", _cfg("x", "line"), 245, 153)
     r.begin()
@@ -178,6 +179,12 @@ def test_the_progress_line_counts_training_batches_after_validation_and_the_unfr
     record = {"epoch": 1, "seconds": 2.0, "val_seconds": 1.0, "path": "frozen-features"}
     r.on_epoch_end(record)
     assert r.phase_text().endswith("batch 0/8"), r.phase_text()
+    # The unfreeze reads the training images, then (first time on this machine) times its
+    # micro-batches: the walk saw "reading training images 245/245" stand still for 12 s.
+    r.on_progress({"phase": "decode", "what": "training images", "done": 245, "total": 245})
+    r.on_progress({"phase": "tune", "done": 0, "total": 1})
+    assert r.phase_text().startswith("timing this machine's micro-batch sizes"), r.phase_text()
+    assert r.remaining_seconds(SpeedBook(), "cpu", True) > 0
     r.on_phase_start({"phase": "unfrozen", "path": "plain", "epoch": 2})
     assert r.phase_text() == "epoch 2/3 · unfrozen · batch 0/8", r.phase_text()
 

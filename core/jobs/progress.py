@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from core.jobs.estimates import SpeedBook, epoch_seconds, epochs_seconds, plan_seconds, sweep_plan
 
 PHASE_WORDS = {"decode": "reading images", "features": "extracting features", "train": "training",
-               "val": "validating", "sweep": "sweeping", "": "preparing"}
+               "val": "validating", "sweep": "sweeping", "tune": "timing micro-batches", "": "preparing"}
 
 
 @dataclass
@@ -206,6 +206,8 @@ class RunProgress:
             return f"extracting features {self.done}/{self.total}"
         if self.phase == "val":
             return f"epoch {self.epoch}/{self.config.train.epochs} · validating"
+        if self.phase == "tune":
+            return "timing this machine's micro-batch sizes (once per model and machine)"
         if self.phase == "train":
             stage = f" · {self.stage}" if self.stages > 1 and self.stage else ""
             epochs = self.config.train.epochs

@@ -272,6 +272,9 @@ class Trainer(Passes):
         if self.cfg.micro_batch > 0:
             return min(self.cfg.micro_batch, batch)
         num_classes = 1 + max(y for _, y in self.train_samples)
+        # The first run of a model on a machine times its micro-batch sizes (~10 s on 2 cores):
+        # say so, or the page would still read "reading images 245/245" meanwhile.
+        self.emit("on_progress", {"phase": "tune", "done": 0, "total": 1})
         micro, _ = micro_batch.choose(self.model, self.device, batch, self.spec.crop_size, num_classes,
                                       self.autocast, self.cfg.amp == "on")
         return micro

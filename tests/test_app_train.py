@@ -67,3 +67,19 @@ def test_transfer_vs_scratch_runs_three(app, tiny_folders, isolated_dirs, mobile
     assert by["frozen"]["optimizer"] == tab["optimizer"] and by["frozen"]["schedule"] == tab["schedule"]
     assert by["scratch"]["schedule"] == "standard" and by["scratch"]["lr"] == 0.001 != tab["lr"]
     assert f"{FINE_TUNE_RECIPE['freeze_epochs']} head-only epoch" in " ".join(c.value for c in at.caption)
+
+
+def test_the_curves_mark_where_the_body_was_unfrozen():
+    # The walk: after fine_tune's head-only epoch nothing on the curves said the body now trained.
+    from ui.common import curves_figure, unfreeze_marks
+
+    def rec(epoch, phase):
+        return {"epoch": epoch, "phase": phase, "train_loss": 0.5, "val_loss": 0.4, "train_acc": 0.8, "val_acc": 0.9}
+    tuned = [rec(1, "frozen"), rec(2, "unfrozen"), rec(3, "unfrozen")]
+    frozen = [rec(e, "train") for e in (1, 2, 3)]
+    gradual = [rec(1, "frozen"), rec(2, "unfreeze 1/7"), rec(3, "unfreeze 2/7")]
+    assert unfreeze_marks([("a", tuned), ("b", frozen)]) == [1.5]
+    assert unfreeze_marks([("b", frozen)]) == [] and unfreeze_marks([("g", gradual), ("a", tuned)]) == [1.5]
+    fig = curves_figure([("a", tuned), ("b", frozen)])
+    assert [s.x0 for s in fig.layout.shapes] == [1.5, 1.5]  # on both panels
+    assert [a.text for a in fig.layout.annotations if a.text == "body unfrozen"]

@@ -52,9 +52,11 @@ def row(r: dict) -> dict:
             "stopped": s.get("stopped")}
 
 
-# Accuracy as a number (so the column sorts), shown as a percentage.
+# Accuracy as a number (so the column sorts), shown as a percentage.  The run's name stays
+# in view while the 15 columns scroll sideways on a narrow window.
 st.dataframe([row(loaded[d]) for d in chosen], width="stretch", hide_index=True,
-             column_config={"best val acc": st.column_config.NumberColumn(format="%.1f%%"),
+             column_config={"run": st.column_config.TextColumn(pinned=True),
+                            "best val acc": st.column_config.NumberColumn(format="%.1f%%"),
                             "last val acc": st.column_config.NumberColumn(format="%.1f%%")})
 clean_compare.section(chosen, loaded, by_dir, viewer)  # which cleaning, and whether the val sets differ
 

@@ -66,7 +66,7 @@ for o in owners:
                  "quota used (MB)": round(disk.counted(u) / MB, 1), "runs on disk (MB)": round(u["runs"] / MB, 1)})
 st.dataframe(rows, hide_index=True, width="stretch",
              column_config={"best val acc": st.column_config.NumberColumn(format="%.1f%%"),
-                            "who": st.column_config.TextColumn(width="small"),
+                            "who": st.column_config.TextColumn(width="small", pinned=True),
                             "best run": st.column_config.TextColumn(width="medium")})  # every column in view
 st.caption(f"Quota per visitor: {disk.QUOTA_BYTES / MB:.0f} MB of uploads, datasets made here and exports "
            "(TRANSFERLAB_QUOTA_MB); runs are not counted.")

@@ -44,7 +44,7 @@ if not active:
     st.caption("No job is waiting or running.")
 else:
     st.dataframe([{"who": names.get(j.owner, alias(j.owner)), "job": j.title, "status": j.status,
-                   "place": f"{queue.position(j)} in line" if queue.position(j) else "running",  # one type per column (Arrow) "note": j.note,
+                   "place": f"{place} in line" if (place := queue.position(j)) else "running",  # one type per column (Arrow) "note": j.note,
                    "submitted": time.strftime("%H:%M:%S", time.localtime(j.created))} for j in active],
                  hide_index=True, width="stretch")
     pick = st.selectbox("Stop a job", [j.id for j in active], index=None, placeholder="Choose a job to stop",

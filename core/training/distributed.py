@@ -102,7 +102,8 @@ class Ranks:
         """Its share in a new order each epoch, padded to ``shard_len(n)`` (None: one process)."""
         if not self.active:
             return None
-        return ShareShuffle(len(share_of(n, self.world, self.rank, seed)), self.shard_len(n), seed, self.rank)
+        share_len = len(range(self.rank, n, self.world))  # the size of train_share's slice, without drawing it again
+        return ShareShuffle(share_len, self.shard_len(n), seed, self.rank)
 
     def seed_offset(self, path: str) -> int:
         # Plain path: ranks see different images, so they draw different crops and dropout.

@@ -401,3 +401,19 @@ def test_a_rank_decodes_only_its_share_of_the_training_images(tiny_folders):
     assert len(trainer.val_source.cache) == len(ds.val[1::2])
     seen = [i for _, y in trainer.train_source for i in y.tolist()]
     assert len(seen) == ranks.shard_len(len(ds.train))
+
+
+def test_more_processes_than_training_images_is_a_bad_input_not_a_traceback(tiny_folders, tmp_path):
+    """torchrun --nproc-per-node 30 on 20 training photos: a rank would train on nothing.
+    The check sits in the setup every rank agrees on, so the CLI prints it as one line."""
+    from core.errors import DatasetError
+    from core.training.experiment import ExperimentConfig, run_experiment
+
+    class Thirty(distributed.Ranks):
+        def agreed(self, setup):  # no process group here: the one-process view of the agreement
+            return setup()
+
+    cfg = ExperimentConfig(data=str(tiny_folders), arch="resnet18", weights="none")
+    with pytest.raises(DatasetError, match=r"training image\(s\) for 30 processes: start torchrun with at most"):
+        run_experiment(cfg, runs_dir=tmp_path / "runs", ranks=Thirty(rank=0, world=30, device=torch.device("cpu")))
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())

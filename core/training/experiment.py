@@ -12,6 +12,7 @@ from pathlib import Path
 from core import paths
 from core.data.datasets import Dataset, scan_dataset
 from core.device import configure_threads, device_label, pick_device
+from core.errors import DatasetError
 from core.runs.store import RunWriter
 from core.models.surgery import freeze, summarize
 from core.training import distributed
@@ -86,6 +87,9 @@ def run_experiment(cfg: ExperimentConfig, listeners=(), runs_dir=None, dataset: 
 
     def setup():
         data = dataset if dataset is not None else scan(cfg)
+        if ranks.active and len(data.train) < ranks.world:  # else a rank would have nothing to train on
+            raise DatasetError(f"{len(data.train)} training image(s) for {ranks.world} processes: "
+                               f"start torchrun with at most {len(data.train)} (--nproc-per-node)")
         built = prepare_model(cfg, len(data.classes), progress)
         if cfg.sync_bn:
             ranks.sync_batchnorm(built.model)  # in place: BatchNorm layers become SyncBatchNorm

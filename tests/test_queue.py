@@ -168,7 +168,7 @@ def test_the_progress_line_counts_training_batches_after_validation_and_the_unfr
     epoch (or the unfreeze) the line took the total of validation's progress events."""
     from core.jobs.estimates import SpeedBook
     from core.jobs.progress import RunProgress
-    r = RunProgress("r", _cfg("x", "line"), 245, 153)
+    r = RunProgress("r", _cfg("x", "line", freeze="none", train={"schedule": "fine_tune"}), 245, 153)
     r.begin()
     r.on_run_start({"path": "frozen-features", "prep_seconds": 1.0, "num_train": 245, "num_val": 153,
                     "batches_per_epoch": 8, "phases": [{"name": "frozen"}, {"name": "unfrozen"}]})
@@ -184,7 +184,12 @@ def test_the_progress_line_counts_training_batches_after_validation_and_the_unfr
     r.on_progress({"phase": "decode", "what": "training images", "done": 245, "total": 245})
     r.on_progress({"phase": "tune", "done": 0, "total": 1})
     assert r.phase_text().startswith("timing this machine's micro-batch sizes"), r.phase_text()
-    assert r.remaining_seconds(SpeedBook(), "cpu", True) > 0
+    # While timing, both unfrozen epochs are still ahead, plus what is left of the timing
+    # (the walk saw "7 s left" stand still for the 10 s it took, then jump to 30 s).
+    book = SpeedBook()
+    plain_epoch = book.phase_seconds("mobilenet_v2", "cpu", "train", 245) + book.phase_seconds("mobilenet_v2", "cpu", "val", 153)
+    left = r.remaining_seconds(book, "cpu", True)
+    assert 2 * plain_epoch < left <= 2 * plain_epoch + 10.5, (left, plain_epoch)
     r.on_phase_start({"phase": "unfrozen", "path": "plain", "epoch": 2})
     assert r.phase_text() == "epoch 2/3 · unfrozen · batch 0/8", r.phase_text()
 
@@ -276,3 +281,36 @@ def test_a_server_queue_trains_at_a_lower_priority_than_its_pages():
     while job.active and time.time() < end:
         time.sleep(0.02)
     assert seen["nice"] == os.getpriority(os.PRIO_PROCESS, 0) + 7
+
+
+def test_the_runs_queued_behind_are_re_estimated_after_one_epoch_not_one_run():
+    """A data-efficiency sweep's ETA jumped 7 -> 20 min when its first scratch point ended:
+    the speed book learnt only from whole runs.  Now an epoch's measured rate reaches the
+    book at once, so the second run's estimate follows the first run's first epoch."""
+    from types import SimpleNamespace
+    entered, release = threading.Event(), threading.Event()
+
+    def slow_runner(cfg, listeners, stop=None):
+        for epoch in (1, 2):  # 245 images in 38 s (6 img/s, a fifth of the prior) + 2 s of validation
+            for listener in listeners:
+                listener.on_epoch_end({"epoch": epoch, "seconds": 40.0, "val_seconds": 2.0, "path": "plain",
+                                       "val_acc": 0.5, "val_loss": 1.0, "train_acc": 0.5, "train_loss": 1.0})
+            if epoch == 1:
+                entered.set()
+                release.wait(30)
+        return None, SimpleNamespace(best_val_acc=0.5, history=[{}], stopped=False, stop_phase="", path="plain"), 40.0
+
+    q = TrainingQueue(concurrency=1, device="cpu", runner=slow_runner)
+    cfg = _cfg("x", "eta", arch="mobilenet_v2", weights="none", freeze="none", train={"epochs": 5})
+    job = q.submit("a", "two", [("first", cfg, 245, 153), ("second", cfg, 245, 153)])
+    second = job.runs[1]
+    before = second.remaining_seconds(q.book, "cpu", False)
+    try:
+        assert entered.wait(30)
+        after = second.remaining_seconds(q.book, "cpu", False)
+        # The book's EMA starts at the measurement: 5 epochs of ~40 s, plus decoding.
+        assert after > 2.5 * before and 5 * 38 < after < 5 * 50, (before, after)
+    finally:
+        release.set()
+    _wait(job)
+    assert job.status == "done"

@@ -5,9 +5,12 @@ for all its runs (decoding, feature extraction, training and validation included
 Every phase of every run reports its throughput here, per (architecture, device type);
 an architecture not measured yet is scaled from one that was, by the ratio of their
 forward FLOPs (torchvision's weight metadata), and before anything was measured a
-conservative prior for a small CPU is used.  A backward pass costs about twice a
-forward one, so training images/s is taken as a third of forward images/s until
-measured.
+conservative prior for a small CPU is used.  Until measured, training images/s is taken
+as forward images/s over ``TRAIN_COST``: a backward pass costs about twice a forward one,
+and a training step adds the crops, BatchNorm's batch statistics and the optimiser (on
+2 cores, ~130 eval against ~30 train img/s; a third, the FLOP count alone, made a
+data-efficiency sweep's first estimate 7 min for 18).  Every epoch then teaches the
+book the measured rate (``queue._learn_rates``).
 """
 from __future__ import annotations
 
@@ -20,7 +23,9 @@ import threading
 PRIOR_FORWARD_GFLOPS = {"cpu": 40.0, "cuda": 4000.0, "mps": 400.0}
 PRIOR_DECODE_IPS = 90.0
 PRIOR_HEAD_EPOCH_S = 0.05
+PRIOR_TUNE_S = 10.0  # timing micro-batch sizes, the first plain phase of a model on a machine
 EMA = 0.5
+TRAIN_COST = 4.4  # forward images/s per training image/s, until measured (see above)
 
 
 @functools.lru_cache(maxsize=None)
@@ -65,7 +70,7 @@ class SpeedBook:
             if kind == "train":
                 fwd = next((v * gflops(a) / gflops(arch) for (a, d, k), v in self._rates.items()
                             if d == device and k == "forward"), None)
-                return (fwd or PRIOR_FORWARD_GFLOPS.get(device, 40.0) / gflops(arch)) / 3
+                return (fwd or PRIOR_FORWARD_GFLOPS.get(device, 40.0) / gflops(arch)) / TRAIN_COST
         return PRIOR_FORWARD_GFLOPS.get(device, 40.0) / gflops(arch)
 
     def phase_seconds(self, arch: str, device: str, phase: str, images: int) -> float:

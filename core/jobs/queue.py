@@ -297,6 +297,7 @@ class TrainingQueue:
                 r.status, r.stop_phase = "stopped", r.stop_phase or ("queued" if r.started is None else r.stop_phase)
                 continue
             r.begin()
+            r.on_measured = self._learn_rates
             self._record("progress", job)  # a restart then knows this run was cut short, and says so
             try:
                 if job.kind == "lr_find":
@@ -340,14 +341,20 @@ class TrainingQueue:
         if r.path == "frozen-features" and r.result.get("iters"):  # it got past the features: they are cached
             self.book.features_done.add(feature_signature(r.config))
 
+    def _learn_rates(self, r: RunProgress) -> None:
+        """Feed the run's measured rates to the speed book, each measurement once (an epoch's
+        end feeds its training rate; the run's end the rest)."""
+        for kind, (n, secs) in list(r.measured.items()):
+            # A phase of a few images is mostly fixed cost (a 10-photo dataset "decoded" at
+            # 1 img/s): learning a rate from it made every later estimate hours long.
+            if secs > 0.5 and n >= MIN_IMAGES_TO_LEARN and r.learnt.get(kind) != (n, secs):
+                r.learnt[kind] = (n, secs)
+                self.book.record(r.config.arch, self.device, kind, n / secs)
+
     def _learn(self, r: RunProgress, result) -> None:
         """Feed the run's measured rates to the speed book."""
         arch, dev, book = r.config.arch, self.device, self.book
-        for kind, (n, secs) in r.measured.items():
-            # A phase of a few images is mostly fixed cost (a 10-photo dataset "decoded" at
-            # 1 img/s): learning a rate from it made every later estimate hours long.
-            if secs > 0.5 and n >= MIN_IMAGES_TO_LEARN:
-                book.record(arch, dev, kind, n / secs)
+        self._learn_rates(r)
         if result is not None and result.path.startswith("frozen-features"):
             book.features_done.add(feature_signature(r.config))
             head = [h["seconds"] for h in result.history if h.get("path", "frozen-features") == "frozen-features"]

@@ -56,6 +56,8 @@ def row(r: dict) -> dict:
 # in view while the 15 columns scroll sideways on a narrow window.
 st.dataframe([row(loaded[d]) for d in chosen], width="stretch", hide_index=True,
              column_config={"run": st.column_config.TextColumn(pinned=True),
+                            # Wide enough for the sentence it holds (the walk saw "fine_tune:" cut off).
+                            "schedule": st.column_config.TextColumn(width="large"),
                             "best val acc": st.column_config.NumberColumn(format="%.1f%%"),
                             "last val acc": st.column_config.NumberColumn(format="%.1f%%")})
 clean_compare.section(chosen, loaded, by_dir, viewer)  # which cleaning, and whether the val sets differ
@@ -85,7 +87,9 @@ with slot.container():
     phases = schedule_view.phase_rows(run["summary"], run["config"].get("freeze"))
     if phases:
         st.caption(f"Schedule: {schedule_view.run_schedule(run['config'])}")
-        st.dataframe(phases, width="stretch", hide_index=True)
+        st.dataframe(phases, width="stretch", hide_index=True,
+                     column_config={"trains": st.column_config.TextColumn(width="large"),
+                                    "path": st.column_config.TextColumn(width="medium")})
         kept_head = schedule_view.head_only_best(run)
         if kept_head:
             st.caption(kept_head)

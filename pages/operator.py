@@ -44,7 +44,9 @@ if not active:
     st.caption("No job is waiting or running.")
 else:
     st.dataframe([{"who": names.get(j.owner, alias(j.owner)), "job": j.title, "status": j.status,
-                   "place": f"{place} in line" if (place := queue.position(j)) else "running",  # one type per column (Arrow) "note": j.note,
+                   # Text in every row (a mixed int/text column logs an Arrow error); blank for a
+                   # running job, whose status already says so.
+                   "place": f"{place} in line" if (place := queue.position(j)) else "", "note": j.note,
                    "submitted": time.strftime("%H:%M:%S", time.localtime(j.created))} for j in active],
                  hide_index=True, width="stretch")
     pick = st.selectbox("Stop a job", [j.id for j in active], index=None, placeholder="Choose a job to stop",
@@ -66,8 +68,8 @@ for o in owners:
                  "quota used (MB)": round(disk.counted(u) / MB, 1), "runs on disk (MB)": round(u["runs"] / MB, 1)})
 st.dataframe(rows, hide_index=True, width="stretch",
              column_config={"best val acc": st.column_config.NumberColumn(format="%.1f%%"),
-                            "who": st.column_config.TextColumn(width="small", pinned=True),
-                            "best run": st.column_config.TextColumn(width="medium")})  # every column in view
+                            "who": st.column_config.TextColumn(width="medium", pinned=True),
+                            "best run": st.column_config.TextColumn(width="large")})  # every column in view
 st.caption(f"Quota per visitor: {disk.QUOTA_BYTES / MB:.0f} MB of uploads, datasets made here and exports "
            "(TRANSFERLAB_QUOTA_MB); runs are not counted.")
 
@@ -98,7 +100,9 @@ if doomed and st.button(f"Delete {len(doomed)} run(s) from disk", type="primary"
 
 st.subheader("Disk")
 totals = disk.totals()
-st.dataframe([{"what": k, "MB": round(v / MB, 1)} for k, v in totals.items()], hide_index=True)
+# Sizes in words: a column of MB read "sessions 0" for a few KB of setups (the walk took it for none).
+st.dataframe([{"what": k, "size": f"{v / MB:.1f} MB" if v >= MB / 10 else f"{v / 1024:.0f} KB" if v else "empty"}
+              for k, v in totals.items()], hide_index=True)
 c1, c2, c3 = st.columns(3)
 if c1.button("Clear the feature cache", help="Frozen-body features on disk and in memory: the next run of each "
                                              "setup extracts them again."):

@@ -193,10 +193,10 @@ def show_job(job) -> None:
             how = {"frozen-features": "head trained on cached features", "plain": "images through the network, unfrozen layers trained"}.get(
                 run.path, "head-only epochs on cached features, then the unfrozen layers on images")
             # prep_seconds is the first phase's: a fine_tune run's head-only features may come
-            # from an earlier run while its unfrozen epochs still read the photos (the walk
-            # read "features reused" after "reading training images" as a contradiction).
+            # from an earlier run while its unfrozen epochs still read the photos, as ``how``
+            # says (the walk read a bare "features reused" as contradicting "reading images").
             mixed = run.path not in ("frozen-features", "plain")
-            prep = ("head-only features reused from an earlier run; the unfrozen epochs read the photos" if run.feature_hits and mixed else
+            prep = ("head-only features reused from an earlier run" if run.feature_hits and mixed else
                     "features reused from an earlier run" if run.feature_hits else
                     "reading images and extracting features" if run.path.startswith("frozen-features") else "reading images")
             st.success(f"{run.label}: {run.outcome()} · {run.elapsed:.1f}s in all ({run.prep_seconds:.1f}s {prep}; {how})")

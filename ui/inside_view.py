@@ -89,6 +89,9 @@ def filters_section(arch: str, imagenet: Body | None, random: Body, run: dict | 
             if imagenet is not None and title == "fine-tuned run":
                 base = filters.first_conv(imagenet.model)[1]
                 moved = f"; moved {float((weight - base).norm() / base.norm()):.2%} from ImageNet"
+                if tuned is not None and schedule_view.head_only_best(tuned):
+                    # 0.00% under "fine-tuned run" read as a bug in the walk: say why the body is its start.
+                    moved += " (its saved weights are its best epoch, a head-only one)"
             st.caption(f"{note} {facts['filters']} kernels of {facts['kernel'][0]}×{facts['kernel'][1]}{smooth}{moved}.")
 
 

@@ -155,7 +155,7 @@ def fastai_child(data: str, workers: int, seed: int) -> dict:
 def run_fastai(data: str, workers: int, seed: int) -> dict:
     env = {**os.environ, "TORCH_HOME": str(SHARED / "torch_home"), "PYTHONWARNINGS": "ignore"}
     p = subprocess.run([sys.executable, __file__, "--_fastai-child", "--data", data, "--workers", str(workers),
-                        "--seed", str(seed)],
+                        "--seed", str(seed), "--epochs", str(EPOCHS)],
                        env=env, capture_output=True, text=True, cwd=ROOT)
     sys.stdout.write("".join(l + "\n" for l in p.stdout.splitlines() if l.startswith("fastai epoch")))
     if p.returncode != 0:
@@ -222,6 +222,7 @@ def table(cpu: dict, results: list[dict]) -> str:
 
 
 def main(argv=None) -> int:
+    global EPOCHS
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", default=str(SHARED / "datasets" / "hymenoptera_data"))
     ap.add_argument("--skip-ours", action="store_true")
@@ -232,10 +233,13 @@ def main(argv=None) -> int:
     ap.add_argument("--ours-extra", default="", metavar="ARGS",
                     help='more CLI flags for ours, e.g. "--optimizer adamw --lr 0.002 --weight-decay 0.01" (fastai\'s recipe)')
     ap.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS))
+    ap.add_argument("--epochs", type=int, default=EPOCHS,
+                    help="epochs in all, the first head-only: fastai's fine_tune(epochs - 1, freeze_epochs=1)")
     ap.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)  # the fastai child's
     ap.add_argument("--json", default=str(OUT_JSON))
     ap.add_argument("--_fastai-child", action="store_true", help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
+    EPOCHS = a.epochs  # read by both sides (and passed on to the fastai child)
     if a._fastai_child:
         print(json.dumps(fastai_child(a.data, a.workers, a.seed)))
         return 0
@@ -251,7 +255,7 @@ def main(argv=None) -> int:
             results.append(measured(run_ours, a.data, a.ours_plain, a.ours_extra, seed))
     print()
     print(table(cpu, results))
-    Path(a.json).write_text(json.dumps({"cpu": cpu, "data": a.data, "bs": BS, "seeds": a.seeds,
+    Path(a.json).write_text(json.dumps({"cpu": cpu, "data": a.data, "bs": BS, "seeds": a.seeds, "epochs": EPOCHS,
                                         "results": results}, indent=2) + "\n")
     print(f"\nwrote {a.json}")
     return 0 if results and all("error" not in r or r["error"].startswith("not available") for r in results) else 1

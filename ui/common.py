@@ -188,10 +188,12 @@ def curves_figure(series: list[tuple[str, list[dict]]], height: int = 380) -> go
                 fig.add_trace(go.Scatter(x=epochs, y=[h[f"{split}_{metric}"] for h in history], mode="lines+markers",
                                          name=f"{name} {split}", legendgroup=name, showlegend=col == 1,
                                          line={"color": color, "dash": dash}), row=1, col=col)
-    # Where a fine_tune or gradual run let its body train; the label low, clear of accuracies near 1.
+    # Where a fine_tune or gradual run let its body train; the label low, clear of accuracies
+    # near 1, on a white ground so a loss curve passing under it does not hide it (the walk).
     for x in unfreeze_marks(series):
         fig.add_vline(x=x, row="all", col="all", line={"color": "#868e96", "width": 1, "dash": "dot"},
-                      annotation_text="body unfrozen", annotation_position="bottom left", annotation_font_size=10)
+                      annotation_text="body unfrozen", annotation_position="bottom left", annotation_font_size=11,
+                      annotation_font_color="#495057", annotation_bgcolor="rgba(255,255,255,0.85)")
     fig.update_xaxes(title_text="epoch", dtick=1)
     fig.update_yaxes(range=[0, 1.02], row=1, col=2)
     fig.update_layout(height=height, margin={"l": 10, "r": 10, "t": 40, "b": 10}, legend={"orientation": "h", "y": -0.25})

@@ -196,8 +196,7 @@ def show_job(job) -> None:
             # from an earlier run while its unfrozen epochs still read the photos, as ``how``
             # says (the walk read a bare "features reused" as contradicting "reading images").
             mixed = run.path not in ("frozen-features", "plain")
-            prep = ("head-only features reused from an earlier run" if run.feature_hits and mixed else
-                    "features reused from an earlier run" if run.feature_hits else
+            prep = (("head-only " if mixed else "") + "features reused from an earlier run" if run.feature_hits else
                     "reading images and extracting features" if run.path.startswith("frozen-features") else "reading images")
             st.success(f"{run.label}: {run.outcome()} · {run.elapsed:.1f}s in all ({run.prep_seconds:.1f}s {prep}; {how})")
     latest = next((run for run in reversed(job.runs) if run.history), None)

@@ -21,6 +21,11 @@ def share_of(n: int, world: int, rank: int, seed: int) -> list[int]:
     return torch.randperm(n, generator=g)[rank::world].tolist()
 
 
+def share_size(n: int, world: int, rank: int) -> int:
+    """``len(share_of(n, world, rank, seed))`` for any seed, without drawing the permutation."""
+    return len(range(rank, n, world))
+
+
 class ShareShuffle(torch.utils.data.Sampler):
     """Positions 0..len(share)-1 in a new order each epoch, padded to ``length``."""
 

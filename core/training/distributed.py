@@ -50,7 +50,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from core.data.shard_sampler import ShareShuffle, share_of
+from core.data.shard_sampler import ShareShuffle, share_of, share_size
 from core.device import gpus_short
 from core.errors import ImageReadError, TransferLabError
 from core.training.stop_signals import FORWARD_WINDOW_S, STOP_NOTICE, StopOnSignal, ignore_stops
@@ -102,8 +102,7 @@ class Ranks:
         """Its share in a new order each epoch, padded to ``shard_len(n)`` (None: one process)."""
         if not self.active:
             return None
-        share_len = len(range(self.rank, n, self.world))  # the size of train_share's slice, without drawing it again
-        return ShareShuffle(share_len, self.shard_len(n), seed, self.rank)
+        return ShareShuffle(share_size(n, self.world, self.rank), self.shard_len(n), seed, self.rank)
 
     def seed_offset(self, path: str) -> int:
         # Plain path: ranks see different images, so they draw different crops and dropout.
